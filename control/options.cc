@@ -1,0 +1,280 @@
+#include "control/options.h"
+
+#include <array>
+
+namespace tern::control {
+namespace {
+
+using T = OptType;
+constexpr uint64_t kU32 = 0xffffffffu;
+constexpr uint64_t kDay = 86400;
+
+// Keep rows grouped by section, in the order the reference doc should list them.
+// Defaults are in file syntax and must parse to the Config member initialisers
+// (config_test checks both agree).
+const std::array kOptions = {
+    // [server]
+    OptionSpec{"server", "listen", T::endpoint_list, "127.0.0.1:53 [::1]:53", 0, 0, "0.1", true,
+               false,
+               "Address and port to answer DNS on (UDP and TCP). Repeatable; several per line "
+               "allowed. A port-less address gets port 53. Listeners that stay across a reload "
+               "keep their sockets.",
+               &Config::listen},
+    OptionSpec{"server", "allow", T::prefix_list, "127.0.0.0/8 ::1/128", 0, 0, "0.1", true, false,
+               "Client prefixes allowed to query. Repeatable. Queries from elsewhere are "
+               "refused. 0.0.0.0/0 or ::/0 also needs allow-any = yes, so an open resolver "
+               "never happens by accident.",
+               &Config::allow},
+    OptionSpec{"server", "allow-any", T::boolean, "no", 0, 0, "0.1", true, false,
+               "Permit allow = 0.0.0.0/0 or ::/0 (an open resolver).", &Config::allow_any},
+    OptionSpec{"server", "control-socket", T::path, "/run/tern/control.sock", 0, 0, "0.1", false,
+               false,
+               "Unix socket for ternctl (mode 0600, root only). Its directory is created if "
+               "missing.",
+               &Config::control_socket},
+    OptionSpec{"server", "dataplane-socket", T::path, "", 0, 0, "0.1", true, false,
+               "Control socket of tern-dataplane. When set, the allow list is pushed to the "
+               "dataplane after every successful (re)load. Empty: no dataplane.",
+               &Config::dataplane_socket},
+    OptionSpec{"server", "state-dir", T::path, "/var/lib/tern", 0, 0, "0.1", false, false,
+               "Directory for state that must survive restarts: last-known-good.conf, the "
+               "config used when the configured file does not load.",
+               &Config::state_dir},
+    OptionSpec{"server", "edns-buffer-size", T::uint, "1232", 512, 4096, "0.1", true, false,
+               "EDNS UDP payload size advertised to clients and upstreams (1232 avoids IP "
+               "fragmentation, DNS flag day 2020).",
+               &Config::edns_buffer_size},
+    OptionSpec{"server", "tcp-idle-timeout", T::duration_ms, "10s", 100, 3600000, "0.1", true,
+               false, "Close a client TCP connection after this long without a query.",
+               &Config::tcp_idle_timeout_ms},
+    OptionSpec{"server", "tcp-max-connections", T::uint, "256", 1, 65535, "0.1", true, false,
+               "Concurrent client TCP connections; beyond it new connections are refused.",
+               &Config::tcp_max_connections},
+    OptionSpec{"server", "max-outstanding-per-client", T::uint, "100", 1, 1000000, "0.1", true,
+               false, "Queries one client address may have in recursion at once.",
+               &Config::max_outstanding_per_client},
+    OptionSpec{"server", "max-outstanding-total", T::uint, "10000", 1, 10000000, "0.1", true,
+               false, "Queries in recursion at once, all clients together.",
+               &Config::max_outstanding_total},
+
+    // [recursion]
+    OptionSpec{"recursion", "root-hints", T::path, "", 0, 0, "0.1", true, true,
+               "Root hints file (zone file syntax: NS and A/AAAA records of the root servers). "
+               "Must exist and be readable.",
+               &Config::root_hints},
+    OptionSpec{"recursion", "qname-minimisation", T::boolean, "yes", 0, 0, "0.1", true, false,
+               "Send upstreams only as much of the name as they need (RFC 9156).",
+               &Config::qname_minimisation},
+    OptionSpec{"recursion", "use-0x20", T::boolean, "no", 0, 0, "0.1", true, false,
+               "Randomise the case of query names to upstreams and check the echo "
+               "(draft-vixie-dnsext-dns0x20).",
+               &Config::use_0x20},
+    OptionSpec{"recursion", "upstream-timeout", T::duration_ms, "1500ms", 50, 60000, "0.1", true,
+               false, "Time to wait for one upstream answer before trying another server.",
+               &Config::upstream_timeout_ms},
+    OptionSpec{"recursion", "max-upstream-queries", T::uint, "64", 1, 1024, "0.1", true, false,
+               "Upstream queries one client query may cause in total (bounds amplification).",
+               &Config::max_upstream_queries},
+    OptionSpec{"recursion", "max-chain", T::uint, "12", 1, 64, "0.1", true, false,
+               "CNAME/DNAME links followed for one query.", &Config::max_chain},
+    OptionSpec{"recursion", "retries", T::uint, "3", 0, 10, "0.1", true, false,
+               "Retries of one upstream question after a timeout, across servers.",
+               &Config::retries},
+    OptionSpec{"recursion", "forward-zone", T::zone_list, "", 0, 0, "0.1", true, false,
+               "NAME ADDR[@PORT] ...: send queries at or below NAME to these recursive "
+               "servers with RD=1. Repeatable, one zone per line.",
+               &Config::forward_zones},
+    OptionSpec{"recursion", "stub-zone", T::zone_list, "", 0, 0, "0.1", true, false,
+               "NAME ADDR[@PORT] ...: ask these authoritative servers for NAME and below "
+               "(RD=0) instead of following referrals from the root. Repeatable.",
+               &Config::stub_zones},
+
+    // [cache]
+    OptionSpec{"cache", "max-bytes", T::size, "256M", 1u << 20, 1ull << 40, "0.1", true, false,
+               "Memory for cached answers (K/M/G/T suffixes are powers of 1024).",
+               &Config::max_bytes},
+    OptionSpec{"cache", "ttl-floor", T::duration_s, "0", 0, kDay, "0.1", true, false,
+               "Cache answers at least this long, whatever their TTL.", &Config::ttl_floor},
+    OptionSpec{"cache", "ttl-cap", T::duration_s, "1d", 1, 7 * kDay, "0.1", true, false,
+               "Cache answers at most this long.", &Config::ttl_cap},
+    OptionSpec{"cache", "neg-ttl-cap", T::duration_s, "1h", 0, kDay, "0.1", true, false,
+               "Cache NXDOMAIN/NODATA at most this long (RFC 2308 section 5).",
+               &Config::neg_ttl_cap},
+    OptionSpec{"cache", "servfail-ttl", T::duration_s, "5s", 0, 300, "0.1", true, false,
+               "Cache a SERVFAIL this long (RFC 2308 section 7.1 limits it to 5 minutes).",
+               &Config::servfail_ttl},
+    OptionSpec{"cache", "serve-stale", T::boolean, "yes", 0, 0, "0.1", true, false,
+               "Answer from expired entries when upstreams fail (RFC 8767).",
+               &Config::serve_stale},
+    OptionSpec{"cache", "stale-window", T::duration_s, "1d", 0, 7 * kDay, "0.1", true, false,
+               "How long past expiry an entry may still be served stale.",
+               &Config::stale_window},
+    OptionSpec{"cache", "stale-answer-ttl", T::duration_s, "30s", 1, kU32, "0.1", true, false,
+               "TTL put on stale answers (RFC 8767 section 4 recommends 30 seconds).",
+               &Config::stale_answer_ttl},
+    OptionSpec{"cache", "prefetch", T::boolean, "yes", 0, 0, "0.1", true, false,
+               "Refresh popular entries shortly before they expire.", &Config::prefetch},
+
+    // [health]
+    OptionSpec{"health", "http-listen", T::endpoint_list, "", 0, 0, "0.1", true, false,
+               "ADDR:PORT for the HTTP endpoints /metrics (Prometheus), /healthz (liveness) "
+               "and /readyz (readiness), e.g. 127.0.0.1:9153. Give the port: a port-less "
+               "address gets 53. Repeatable. Empty: no HTTP server.",
+               &Config::health_http_listen},
+    OptionSpec{"health", "probe", T::string, "", 0, 0, "0.1", true, false,
+               "NAME TYPE of the query injected into the dataplane's own path every interval "
+               "(answered from the cache, or through the exception path and tern-control). "
+               "Empty: the dataplane is checked by its heartbeats only.",
+               &Config::health_probe},
+    OptionSpec{"health", "canary", T::string, "", 0, 0, "0.1", true, false,
+               "NAME TYPE resolved through the real upstream path every interval; readiness "
+               "fails when it does not resolve. A name starting with `*.` gets a fresh random "
+               "label each time, so the cache cannot hide a broken upstream (NXDOMAIN counts "
+               "as success then). Empty: no recursion canary.",
+               &Config::health_canary},
+    OptionSpec{"health", "interval", T::duration_ms, "1s", 100, 60000, "0.1", true, false,
+               "Time between health check cycles. A worker whose heartbeat did not advance "
+               "over one interval is stalled.",
+               &Config::health_interval_ms},
+    OptionSpec{"health", "probe-deadline", T::duration_ms, "500ms", 10, 60000, "0.1", true,
+               false, "Time the dataplane (heartbeats, probe) has to answer one check.",
+               &Config::health_probe_deadline_ms},
+    OptionSpec{"health", "canary-deadline", T::duration_ms, "1500ms", 10, 60000, "0.1", true,
+               false, "Time the recursion canary has to resolve.",
+               &Config::health_canary_deadline_ms},
+};
+
+const std::array kRemoved = {
+    RemovedOption{"server", "dnssec-enable", "0.1",
+                  "DNSSEC validation is always on; delete the line"},
+    RemovedOption{"server", "dnssec-validation", "0.1",
+                  "DNSSEC validation is always on; delete the line"},
+};
+
+const std::array kRenamed = {
+    RenamedOption{"cache", "max-cache-size", "cache", "max-bytes", "0.1"},
+    RenamedOption{"recursion", "hints-file", "recursion", "root-hints", "0.1"},
+    RenamedOption{"server", "interface", "server", "listen", "0.1"},
+};
+
+}  // namespace
+
+std::string OptionSpec::key() const {
+  std::string k(section);
+  k += '.';
+  k += name;
+  return k;
+}
+
+std::string OptionSpec::display() const {
+  std::string d = "[";
+  d += section;
+  d += "] ";
+  d += name;
+  return d;
+}
+
+bool OptionSpec::repeatable() const {
+  return type == T::endpoint_list || type == T::prefix_list || type == T::zone_list;
+}
+
+std::span<const OptionSpec> options() { return kOptions; }
+std::span<const RemovedOption> removed_options() { return kRemoved; }
+std::span<const RenamedOption> renamed_options() { return kRenamed; }
+
+const OptionSpec* find_option(std::string_view section, std::string_view name) {
+  for (const auto& o : kOptions)
+    if (o.section == section && o.name == name) return &o;
+  return nullptr;
+}
+
+std::string_view type_name(OptType t) {
+  switch (t) {
+    case T::boolean: return "boolean";
+    case T::uint: return "integer";
+    case T::size: return "size";
+    case T::duration_ms:
+    case T::duration_s: return "duration";
+    case T::string: return "string";
+    case T::path: return "path";
+    case T::endpoint_list: return "endpoint list";
+    case T::prefix_list: return "prefix list";
+    case T::zone_list: return "zone route";
+  }
+  return "?";
+}
+
+std::string_view type_syntax(OptType t) {
+  switch (t) {
+    case T::boolean: return "yes or no (also true/false, on/off, 1/0)";
+    case T::uint: return "a decimal integer";
+    case T::size: return "a byte count with optional K, M, G or T suffix (e.g. 512M)";
+    case T::duration_ms: return "a duration: a number with ms, s, m, h or d (a bare number is ms)";
+    case T::duration_s: return "a duration: a number with s, m, h or d (a bare number is seconds)";
+    case T::string: return "text";
+    case T::path: return "a filesystem path";
+    case T::endpoint_list:
+      return "addresses with optional port: 198.18.0.53, 198.18.0.53:53, [2001:2::53]:53";
+    case T::prefix_list: return "prefixes: 198.18.0.0/15, 2001:2::/48 (a bare address is a host)";
+    case T::zone_list: return "a zone name then servers: example.org. 198.18.0.1 2001:2::1@5353";
+  }
+  return "?";
+}
+
+namespace {
+
+std::string range_text(const OptionSpec& o) {
+  auto n = [](uint64_t v) { return std::to_string(v); };
+  switch (o.type) {
+    case T::uint: return n(o.min) + " to " + n(o.max);
+    case T::size: return n(o.min) + " to " + n(o.max) + " bytes";
+    case T::duration_ms: return n(o.min) + " ms to " + n(o.max) + " ms";
+    case T::duration_s: return n(o.min) + " s to " + n(o.max) + " s";
+    default: return "";
+  }
+}
+
+}  // namespace
+
+void write_options_markdown(std::ostream& out) {
+  out << "# tern-control configuration reference\n\n"
+         "<!-- Generated from the options table in control/options.cc. Do not edit: change the\n"
+         "     table and regenerate with\n"
+         "     build/control/ternctl --dump-options-markdown > docs/config-reference.md\n"
+         "     (tern-control --dump-options-markdown prints the same). -->\n\n"
+         "The file is INI style: `[section]` headers, `name = value` lines, `#` starts a comment.\n"
+         "Options marked repeatable may be given on several lines; their values add up.\n"
+         "Check a file before installing it with `ternctl check FILE` (exit 0 clean, 1 errors,\n"
+         "2 warnings only). Options marked *restart* keep their running value on reload and log\n"
+         "that a restart is needed.\n";
+  std::string_view section;
+  for (const auto& o : kOptions) {
+    if (o.section != section) {
+      section = o.section;
+      out << "\n## [" << section << "]\n\n"
+          << "| option | type | default | range | since | on reload | description |\n"
+          << "|---|---|---|---|---|---|---|\n";
+    }
+    out << "| `" << o.name << "` | " << type_name(o.type) << (o.repeatable() ? ", repeatable" : "")
+        << " | ";
+    if (o.required) out << "*required*";
+    else if (o.default_value.empty()) out << "*(empty)*";
+    else out << "`" << o.default_value << "`";
+    out << " | " << range_text(o) << " | " << o.since << " | "
+        << (o.reloadable ? "applies" : "restart") << " | " << o.help << " |\n";
+  }
+  out << "\n## Removed options\n\n"
+         "Accepted with a warning and otherwise ignored; never fatal.\n\n"
+         "| option | removed in | what to do |\n|---|---|---|\n";
+  for (const auto& r : kRemoved)
+    out << "| `[" << r.section << "] " << r.name << "` | " << r.version << " | " << r.hint
+        << " |\n";
+  out << "\n## Renamed options\n\n"
+         "Accepted with a warning; the value is applied to the new name.\n\n"
+         "| old | new | renamed in |\n|---|---|---|\n";
+  for (const auto& r : kRenamed)
+    out << "| `[" << r.section << "] " << r.name << "` | `[" << r.new_section << "] "
+        << r.new_name << "` | " << r.version << " |\n";
+}
+
+}  // namespace tern::control
