@@ -1,0 +1,135 @@
+// The service thread: the exception path between the NIC and Linux, the cache
+// fill, and the service address watch. Runs on the main lcore.
+//
+//   worker exception rings --(unchanged)--> exception port TX -> Linux
+//   Linux -> exception port RX --(DNS answer from a service address, UDP src 53:
+//            Cache::insert_response, the cache's single writer)--> NIC TX (own queue)
+//   NIC RX queue W (paired-queue drivers only) -> process_burst with the service
+//            thread's own Worker -> NIC TX / exception port TX
+//   netlink RTM_NEWADDR/RTM_DELADDR on the exception interface -> ServiceAddrs
+//
+// Concurrency contract
+// - One thread owns every queue named above; workers only produce into their
+//   ring (SP/SC), so nothing here locks. A full exception port or NIC TX queue
+//   is a counted drop, never a wait.
+// - ServiceCounters are written by the service thread only (relaxed atomics)
+//   and read by the control socket thread.
+// - The service thread is a cache reader only through its own Worker (paired
+//   queues); insert_response never waits for readers (retired memory is freed
+//   by later writes once every reader passed a quiescent point), so being both
+//   is safe. It goes offline before sleeping, like the workers.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "counters.h"
+#include "profile.h"
+#include "worker.h"
+
+struct rte_ring;
+
+namespace tern::dp {
+
+// clang-format off
+#define TERN_SERVICE_COUNTERS(X) \
+  X(exc_ring_frames,   "frames taken from the workers' exception rings") \
+  X(to_linux,          "frames handed to the exception interface (Linux)") \
+  X(to_linux_dropped,  "exception interface TX full: frame dropped") \
+  X(from_linux,        "frames received from the exception interface") \
+  X(to_nic,            "frames from Linux sent on the NIC (service TX queue)") \
+  X(to_nic_dropped,    "NIC service TX queue full: frame dropped") \
+  X(fill_inserted,     "DNS answers from a service address stored in the cache (new entry)") \
+  X(fill_replaced,     "DNS answers from a service address that replaced an entry") \
+  X(fill_rejected,     "DNS answers the cache refused (see tern_cache_rejects_total)") \
+  X(fill_skipped_tc,   "truncated answers not offered to the cache") \
+  X(fill_skipped_ecs,  "answers carrying EDNS Client Subnet, not cached (RFC 7871 7.3)") \
+  X(fill_skipped_frag, "fragmented answers (the cache needs the whole message)") \
+  X(service_rx,        "frames received on the service thread's own NIC RX queue") \
+  X(addr_updates,      "service address set republished after a netlink change") \
+  X(idle_sleeps,       "service thread idle sleeps")
+// clang-format on
+
+enum class SvcCounter : uint16_t {
+#define TERN_X(name, help) name,
+  TERN_SERVICE_COUNTERS(TERN_X)
+#undef TERN_X
+};
+inline constexpr size_t kSvcCounterCount = 0
+#define TERN_X(name, help) +1
+    TERN_SERVICE_COUNTERS(TERN_X)
+#undef TERN_X
+    ;
+struct SvcCounterInfo {
+  std::string_view name, help;
+};
+inline constexpr SvcCounterInfo kSvcCounterInfo[kSvcCounterCount] = {
+#define TERN_X(name, help) {#name, help},
+    TERN_SERVICE_COUNTERS(TERN_X)
+#undef TERN_X
+};
+
+struct ServiceCounters {  // service thread: wo, control: ro
+  std::atomic<uint64_t> v[kSvcCounterCount] = {};
+  void add(SvcCounter c, uint64_t n = 1) {
+    auto& a = v[static_cast<size_t>(c)];
+    a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  uint64_t get(SvcCounter c) const { return v[static_cast<size_t>(c)].load(std::memory_order_relaxed); }
+};
+
+// Watches the addresses Linux has on one interface and publishes them. Uses a
+// NETLINK_ROUTE socket subscribed to address changes; any message triggers a
+// full re-read with getifaddrs (simple, and correct after a netlink overflow).
+class AddrWatch {
+ public:
+  AddrWatch(std::string iface, ServiceAddrs* out) : iface_(std::move(iface)), out_(out) {}
+  ~AddrWatch();
+  bool open(std::string* error);
+  // Non-blocking: drains the netlink socket; republishes if the set changed.
+  // Returns true when a new set was published.
+  bool poll();
+  int fd() const { return fd_; }
+  bool rescan();  // unconditional re-read; true if the set changed
+
+ private:
+  std::string iface_;
+  ServiceAddrs* out_;
+  int fd_ = -1;
+  ServiceAddrSet last_;
+  bool have_last_ = false;
+};
+
+struct ServiceConf {
+  uint16_t nic_port = 0, nic_tx_queue = 0;
+  int nic_rx_queue = -1;          // paired-queue drivers: the service thread's own RX queue
+  Worker* own_worker = nullptr;   // processes nic_rx_queue (nullptr when there is none)
+  uint16_t exc_port = 0;
+  std::vector<rte_ring*> rings;   // one per worker, SP/SC
+  cache::Cache* cache = nullptr;
+  AddrWatch* addrs = nullptr;
+  ServiceAddrs* service = nullptr;
+  IdlePolicy idle = IdlePolicy::kBusy;
+  unsigned sleep_max_us = 100;
+  uint16_t burst = 32;
+  const std::atomic<bool>* stop = nullptr;
+  ServiceCounters* counters = nullptr;
+};
+
+// Locates the DNS message in a frame Linux sends towards the NIC when it is a
+// whole UDP datagram from port 53 of a service address (Ethernet, up to two
+// VLAN tags, IPv4 without fragmentation or IPv6 without extension headers).
+// fragment = true for an IPv4/IPv6 fragment (never cached: the message is not whole).
+bool find_dns_answer(std::span<const uint8_t> frame, const ServiceAddrSet& svc, size_t& off, size_t& len,
+                     bool& fragment);
+
+// Runs until *stop; returns 0.
+int service_loop(const ServiceConf&);
+
+// Frees whatever is left in the rings at shutdown.
+void drain_rings(const std::vector<rte_ring*>&);
+
+}  // namespace tern::dp

@@ -1,0 +1,414 @@
+// tern-dataplane: EAL and ports from a hardware profile, one worker per RX/TX
+// queue pair, the service thread (exception path, cache fill, address watch)
+// on the main lcore, and the control socket.
+//
+// Startup is a straight line; any failure prints what failed and what to do,
+// undoes what was set up, and exits non-zero. SIGTERM/SIGINT set the stop flag;
+// the service loop returns, workers are joined, ports stopped, memory freed.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include "cache/cache.h"
+#include "control_socket.h"
+#include "control_verbs.h"
+#include "exception.h"
+#include "port.h"
+#include "profile.h"
+#include "tern_build_config.h"
+#include "wire/wire.h"
+#include "worker.h"
+
+namespace tern::dp {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+
+constexpr const char* kUsage =
+    "usage: tern-dataplane [--profile FILE] [--control-socket PATH] [--allow PFX]...\n"
+    "                      [--refuse | --drop-refused] [--miss-rate N] [--miss-burst N]\n"
+    "                      [--cache-bytes N] [--exception-iface NAME] [--check-profile]\n"
+    "                      [-- EAL args passed through]\n"
+    "  --profile FILE         hardware profile (hw-profiles/*.conf); default: the built-in lab-tap\n"
+    "  --control-socket PATH  unix socket for tern-control/ternctl (default /run/tern/dataplane.sock)\n"
+    "  --allow PFX            clients allowed (repeatable, v4 or v6 prefix); none = nobody is answered\n"
+    "  --refuse               answer REFUSED to other clients (default)\n"
+    "  --drop-refused         silently drop other clients instead\n"
+    "  --miss-rate N          per-worker cache misses per second sent to the resolver (default 2000)\n"
+    "  --miss-burst N         token bucket depth for misses (default 500)\n"
+    "  --cache-bytes N        cache memory bound in bytes (default 64 MiB)\n"
+    "  --exception-iface NAME Linux interface for the exception path (default: the profile's)\n"
+    "  --check-profile        validate the profile, print the EAL arguments, exit\n";
+
+struct Options {
+  std::string profile_path, control_socket = "/run/tern/dataplane.sock", exception_iface;
+  std::vector<std::string> allow, eal;
+  bool refuse = true, check_only = false;
+  uint32_t miss_rate = 2000, miss_burst = 500;
+  uint64_t cache_bytes = 64u << 20;
+};
+
+template <typename T>
+bool to_num(const std::string& s, T& out) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+int parse_args(int argc, char** argv, Options& o) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](std::string& into) {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "tern-dataplane: %s needs a value\n%s", a.c_str(), kUsage);
+        return false;
+      }
+      into = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--") {
+      for (++i; i < argc; ++i) o.eal.push_back(argv[i]);
+    } else if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--version") {
+      std::printf("tern-dataplane %s\n", TERN_VERSION);
+      return 0;
+    } else if (a == "--profile") {
+      if (!value(o.profile_path)) return 2;
+    } else if (a == "--control-socket") {
+      if (!value(o.control_socket)) return 2;
+    } else if (a == "--exception-iface") {
+      if (!value(o.exception_iface)) return 2;
+    } else if (a == "--allow") {
+      if (!value(v)) return 2;
+      o.allow.push_back(v);
+    } else if (a == "--refuse") {
+      o.refuse = true;
+    } else if (a == "--drop-refused") {
+      o.refuse = false;
+    } else if (a == "--check-profile") {
+      o.check_only = true;
+    } else if (a == "--miss-rate" || a == "--miss-burst" || a == "--cache-bytes") {
+      if (!value(v)) return 2;
+      bool ok = a == "--miss-rate"    ? to_num(v, o.miss_rate)
+                : a == "--miss-burst" ? to_num(v, o.miss_burst)
+                                      : to_num(v, o.cache_bytes);
+      if (!ok) {
+        std::fprintf(stderr, "tern-dataplane: %s '%s': expected a non-negative integer\n", a.c_str(), v.c_str());
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "tern-dataplane: unknown option '%s'\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  return -1;
+}
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "tern-dataplane: %s\n", msg.c_str());
+  return 1;
+}
+
+bool text_to_name(std::string_view text, uint8_t* buf, uint8_t& len, std::string& err) {
+  if (text.empty()) {
+    err = "missing NAME";
+    return false;
+  }
+  wire::Status st = wire::name_from_text(text, buf, &len);
+  if (st != wire::Status::ok) {
+    err = "'" + std::string(text) + "' is not a domain name: " + wire::describe(st);
+    return false;
+  }
+  return true;
+}
+
+struct Node {
+  Profile profile;
+  Options opt;
+  std::unique_ptr<cache::Cache> cache;
+  PolicySlot policy;
+  ServiceAddrs service;
+  ServiceCounters svc_counters;
+  rte_mempool* pool = nullptr;
+  NicPort nic;
+  bool nic_up = false;
+  ExceptionPort exc;
+  bool exc_up = false;
+  std::vector<rte_ring*> rings;
+  std::vector<Worker*> workers;  // workers[W] is the service thread's own (paired queues)
+  bool launched = false;
+  std::unique_ptr<AddrWatch> addrs;
+  ControlServer control;
+
+  ~Node() { teardown(); }
+
+  void teardown() {
+    g_stop.store(true);
+    if (launched) {
+      rte_eal_mp_wait_lcore();
+      launched = false;
+    }
+    control.stop();
+    drain_rings(rings);
+    if (nic_up) port_close(nic.id), nic_up = false;
+    if (exc_up) port_close(exc.id), exc_up = false;
+    for (Worker* w : workers) worker_destroy(w);
+    workers.clear();
+    for (rte_ring* r : rings) rte_ring_free(r);
+    rings.clear();
+    if (pool) rte_mempool_free(pool), pool = nullptr;
+  }
+
+  void register_verbs();
+};
+
+void Node::register_verbs() {
+  control.on("stats", [this](std::string_view, std::string& out) {
+    for (Worker* w : workers)
+      for (size_t i = 0; i < kCounterCount; ++i)
+        out += "tern_dp_" + std::string(kCounterInfo[i].name) + "_total{core=\"" + std::to_string(w->conf.index) +
+               "\"} " + std::to_string(w->published[i].load(std::memory_order_relaxed)) + "\n";
+    for (size_t i = 0; i < kSvcCounterCount; ++i)
+      out += "tern_dp_service_" + std::string(kSvcCounterInfo[i].name) + "_total " +
+             std::to_string(svc_counters.v[i].load(std::memory_order_relaxed)) + "\n";
+    rte_eth_stats es;
+    if (rte_eth_stats_get(nic.id, &es) == 0) {
+      out += "tern_dp_nic_rx_missed_total " + std::to_string(es.imissed) + "\n";
+      out += "tern_dp_nic_rx_nombuf_total " + std::to_string(es.rx_nombuf) + "\n";
+      out += "tern_dp_nic_rx_errors_total " + std::to_string(es.ierrors) + "\n";
+    }
+    const cache::Stats cs = cache->stats();
+    out += "tern_cache_hits_total " + std::to_string(cs.hits) + "\n";
+    out += "tern_cache_misses_total " + std::to_string(cs.misses) + "\n";
+    out += "tern_cache_stale_total " + std::to_string(cs.stale) + "\n";
+    out += "tern_cache_inserts_total " + std::to_string(cs.total.inserts) + "\n";
+    out += "tern_cache_evictions_total " + std::to_string(cs.total.evictions) + "\n";
+    out += "tern_cache_flushed_total " + std::to_string(cs.total.flushed) + "\n";
+    out += "tern_cache_entries " + std::to_string(cs.total.entries) + "\n";
+    out += "tern_cache_bytes " + std::to_string(cs.total.bytes) + "\n";
+    for (size_t i = 0; i < cache::kRejectCount; ++i)
+      out += "tern_cache_rejects_total{reason=\"" + std::string(cache::to_string(static_cast<cache::Reject>(i))) +
+             "\"} " + std::to_string(cs.rejects[i]) + "\n";
+    return std::string();
+  });
+  control.on("heartbeats", [this](std::string_view, std::string& out) {
+    for (Worker* w : workers)
+      out += "tern_dp_heartbeat{core=\"" + std::to_string(w->conf.index) + "\"} " +
+             std::to_string(w->heartbeat.load(std::memory_order_relaxed)) + "\n";
+    return std::string();
+  });
+  control.on("flush", [this](std::string_view args, std::string& out) {
+    if (args.empty()) {
+      out += "flushed " + std::to_string(cache->flush_all()) + "\n";
+      return std::string();
+    }
+    uint8_t name[wire::kMaxNameLen];
+    uint8_t len = 0;
+    std::string err;
+    if (!text_to_name(args, name, len, err)) return err;
+    out += "flushed " + std::to_string(cache->flush_name({name, len})) + "\n";
+    return std::string();
+  });
+  control.on("flush-subtree", [this](std::string_view args, std::string& out) {
+    uint8_t name[wire::kMaxNameLen];
+    uint8_t len = 0;
+    std::string err;
+    if (!text_to_name(args, name, len, err)) return err;
+    out += "flushed " + std::to_string(cache->flush_subtree({name, len})) + "\n";
+    return std::string();
+  });
+  control.on("dump", [this](std::string_view, std::string& out) {
+    const uint32_t now = cache_clock_s();
+    bool ok = cache->dump([&](const cache::EntryInfo& e) {
+      const uint32_t age = now - e.stored_at;
+      out += wire::name_to_text(e.name) + " type=" + std::to_string(e.qtype) + " class=" + std::to_string(e.qclass) +
+             " flags=" + std::to_string(e.key_flags) + " rcode=" + std::to_string(e.rcode) +
+             " neg=" + cache::to_string(e.neg_kind) +
+             " ttl=" + std::to_string(age < e.ttl ? e.ttl - age : 0) + (age >= e.ttl ? " stale" : "") +
+             " an=" + std::to_string(e.ancount) + " ns=" + std::to_string(e.nscount) + " ar=" +
+             std::to_string(e.arcount) + " bytes=" + std::to_string(e.bytes) + "\n";
+    });
+    return ok ? std::string() : std::string("no cache reader slot free for the dump; retry");
+  });
+  control.on("policy", [this](std::string_view args, std::string& out) {
+    return apply_policy_args(policy, args, out);
+  });
+}
+
+int run(int argc, char** argv) {
+  Node node;
+  Options& o = node.opt;
+  if (int rc = parse_args(argc, argv, o); rc >= 0) return rc;
+
+  std::vector<ProfileError> perr;
+  std::optional<Profile> prof = o.profile_path.empty()
+                                    ? parse_profile(embedded_default_profile(), "<built-in lab-tap>", perr)
+                                    : load_profile(o.profile_path, perr);
+  if (prof) {
+    auto v = validate_profile(*prof, o.profile_path.empty() ? "<built-in lab-tap>" : o.profile_path);
+    perr.insert(perr.end(), v.begin(), v.end());
+  }
+  if (!perr.empty()) {
+    for (const auto& e : perr) std::fprintf(stderr, "tern-dataplane: profile: %s\n", e.to_string().c_str());
+    return 2;
+  }
+  Profile& p = node.profile = *prof;
+  if (!o.exception_iface.empty()) {
+    if (o.exception_iface.size() > 15) return fail("--exception-iface '" + o.exception_iface + "' longer than 15 characters");
+    p.exception_name = o.exception_iface;
+  }
+
+  // Initial policy: all or nothing, like the control verb.
+  Policy pol;
+  for (const auto& a : o.allow) {
+    std::string e;
+    if (!pol.allow.add_list(a, &e)) {
+      std::fprintf(stderr, "tern-dataplane: --allow %s: %s\n", a.c_str(), e.c_str());
+      return 2;
+    }
+  }
+  pol.refuse_outside = o.refuse;
+  pol.miss_rate_qps = o.miss_rate;
+  pol.miss_burst = o.miss_burst;
+  if (pol.allow.empty())
+    std::fprintf(stderr, "tern-dataplane: no --allow: every client is %s until a policy is pushed\n",
+                 o.refuse ? "REFUSED" : "dropped");
+
+  EalPlan plan = build_eal_args(p, hugepage_status(), p.exception_name, o.eal);
+  for (const auto& n : plan.notes) std::fprintf(stderr, "tern-dataplane: %s\n", n.c_str());
+  if (o.check_only) {
+    std::printf("profile %s: ok (%u workers, %u mbufs, %u MB hugepages)\nEAL:", p.name.c_str(), p.workers(), p.mbufs,
+                p.hugepages_mb);
+    for (const auto& a : plan.args) std::printf(" %s", a.c_str());
+    std::printf("\n");
+    return 0;
+  }
+
+  std::string err;
+  if (!preflight(p, &err)) return fail(err);
+  if (!eal_init(plan, &err)) return fail(err);
+
+  cache::Config cc;
+  cc.max_bytes = o.cache_bytes;
+  cc.max_readers = p.workers() + 8;  // workers, the service thread's worker, dumps
+  try {
+    node.cache = std::make_unique<cache::Cache>(cc);
+  } catch (const std::exception& e) {
+    node.teardown();
+    rte_eal_cleanup();
+    return fail(std::string("cannot create the cache: ") + e.what() + " (lower --cache-bytes?)");
+  }
+  node.policy.publish(std::make_shared<const Policy>(std::move(pol)));
+
+  auto abort_with = [&](const std::string& msg) {
+    node.teardown();
+    rte_eal_cleanup();
+    return fail(msg);
+  };
+  if (!(node.pool = create_mempool(p, &err))) return abort_with(err);
+  if (!nic_port_setup(p, node.pool, node.nic, &err)) return abort_with(err);
+  node.nic_up = true;
+  if (!exception_port_setup(p, p.exception_name, node.nic.node_mac, node.pool, node.exc, &err)) return abort_with(err);
+  node.exc_up = true;
+
+  node.addrs = std::make_unique<AddrWatch>(p.exception_name, &node.service);
+  if (!node.addrs->open(&err)) return abort_with(err);
+
+  const int socket = p.numa_socket >= 0 ? p.numa_socket : SOCKET_ID_ANY;
+  const IdleMode idle = p.idle == IdlePolicy::kSleep ? IdleMode::kSleep : IdleMode::kBusyPoll;
+  for (unsigned i = 0; i < p.workers(); ++i) {
+    std::string name = "tern_exc_" + std::to_string(i);
+    rte_ring* r = rte_ring_create(name.c_str(), p.exception_ring, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!r) return abort_with("cannot create exception ring " + name + ": " + rte_strerror(rte_errno));
+    node.rings.push_back(r);
+  }
+  auto make_worker = [&](unsigned i, rte_ring* ring) -> Worker* {
+    WorkerConf wc;
+    wc.index = i;
+    wc.port = node.nic.id;
+    wc.rx_queue = wc.tx_queue = static_cast<uint16_t>(i);
+    wc.exception_ring = ring;
+    wc.cache = node.cache.get();
+    wc.policy = &node.policy;
+    wc.idle = idle;
+    wc.sleep_max_us = p.sleep_max_us;
+    wc.stop = &g_stop;
+    wc.service = &node.service;
+    wc.cksum_offload = node.nic.tx_cksum;
+    wc.socket_id = socket;
+    Worker* w = worker_create(wc, &err);
+    if (w) node.workers.push_back(w);
+    return w;
+  };
+  for (unsigned i = 0; i < p.workers(); ++i)
+    if (!make_worker(i, node.rings[i])) return abort_with("worker " + std::to_string(i) + ": " + err);
+  Worker* own = nullptr;
+  if (node.nic.service_rx >= 0 && !(own = make_worker(p.workers(), nullptr)))
+    return abort_with("service thread's worker: " + err);
+
+  node.register_verbs();
+  if (auto slash = o.control_socket.rfind('/'); slash != std::string::npos && slash > 0)
+    ::mkdir(o.control_socket.substr(0, slash).c_str(), 0755);  // /run/tern on a fresh boot; EEXIST is fine
+  if (!node.control.start(o.control_socket, &err)) return abort_with(err);
+
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+
+  for (unsigned i = 0; i < p.workers(); ++i) {
+    if (int rc = rte_eal_remote_launch(worker_launch, node.workers[i], p.worker_lcores[i]); rc != 0)
+      return abort_with("cannot launch worker " + std::to_string(i) + " on lcore " +
+                        std::to_string(p.worker_lcores[i]) + ": " + rte_strerror(-rc));
+    node.launched = true;
+  }
+
+  ServiceConf sc;
+  sc.nic_port = node.nic.id;
+  sc.nic_tx_queue = node.nic.service_tx;
+  sc.nic_rx_queue = node.nic.service_rx;
+  sc.own_worker = own;
+  sc.exc_port = node.exc.id;
+  sc.rings = node.rings;
+  sc.cache = node.cache.get();
+  sc.addrs = node.addrs.get();
+  sc.service = &node.service;
+  sc.idle = p.idle;
+  sc.sleep_max_us = p.sleep_max_us;
+  sc.burst = p.burst;
+  sc.stop = &g_stop;
+  sc.counters = &node.svc_counters;
+  std::fprintf(stderr, "tern-dataplane: running: profile %s, %u workers, control socket %s, exception interface %s\n",
+               p.name.c_str(), p.workers(), o.control_socket.c_str(), p.exception_name.c_str());
+  service_loop(sc);
+
+  std::fprintf(stderr, "tern-dataplane: stopping\n");
+  node.teardown();
+  node.cache.reset();
+  rte_eal_cleanup();
+  return 0;
+}
+
+}  // namespace
+}  // namespace tern::dp
+
+int main(int argc, char** argv) { return tern::dp::run(argc, argv); }

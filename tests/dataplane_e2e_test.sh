@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# End to end through the whole appliance in the lab:
+#
+#   tl-cli (198.18.0.100) --lab bridge-- tl-nic0 (net_tap NIC) --> tern-dataplane worker
+#        --miss--> tl-exc0 (exception TAP, 198.18.0.53) --> resolver in tl-node
+#        --upstream--> tl-exc0 --> NIC --> lab authoritative servers
+#
+# Asserts what a user sees: answers via recursion, then from the cache (hit counter on
+# the control socket moves, same records), IPv6, TCP and ping through the exception path,
+# flush, REFUSED for a client outside the allow list, a service address added to the
+# exception interface answered at once (a VIP moving), hits still answered during a
+# unique-name flood while the miss limiter drops, and a clean SIGTERM shutdown.
+#
+# usage: tests/dataplane_e2e_test.sh BUILD_ROOT      (root; uses only 198.18.0.0/16, 2001:2::/64)
+# Resolver: the lab's unbound, or tern-control with TERN_E2E_RESOLVER=tern-control
+# (binary: $TERN_CONTROL or BUILD_ROOT/control/tern-control), which then also pushes its
+# allow list to the dataplane over the control socket.
+set -euo pipefail
+
+SRC=$(dirname "$(readlink -f "$0")")/..
+BUILD=$(readlink -f "${1:-$SRC/build}")
+DP=$BUILD/dataplane/tern-dataplane
+LAB=$SRC/tests/lab/lab.sh
+NODE=tl-node CLI=tl-cli OUT=tl-out
+TERN4=198.18.0.53 TERN6=2001:2::53 VIP4=198.18.0.55
+CLI4=198.18.0.100 CLI6=2001:2::100 OUT4=198.18.0.70 OUT6=2001:2::70
+WORK=$(mktemp -d /tmp/tern-dp-e2e.XXXXXX)
+SOCK=$WORK/dataplane.sock
+DP_PID= LAB_WAS_UP=0 FAILED=0
+
+[[ $(id -u) -eq 0 ]] || { echo "SKIP: needs root (network namespaces)"; exit 77; }
+[[ -x $DP ]] || { echo "FAIL: $DP not built"; exit 1; }
+TC=${TERN_CONTROL:-$BUILD/control/tern-control}
+if [[ ${TERN_E2E_RESOLVER:-unbound} == tern-control && ! -x $TC ]]; then
+  echo "FAIL: TERN_E2E_RESOLVER=tern-control but $TC is not built (or set TERN_CONTROL)"; exit 1
+fi
+
+log() { echo "e2e: $*"; }
+fail() { echo "FAIL: $*" >&2; FAILED=1; }
+die() { echo "FAIL: $*" >&2; exit 1; }
+
+cleanup() {
+  local rc=$?
+  set +e
+  if ((rc != 0 || FAILED)) && [[ -S $SOCK ]]; then
+    echo "--- dataplane counters (non-zero)"; ctl stats | awk '$NF != "0"'; ctl policy
+  fi
+  if [[ -n $DP_PID ]] && kill -0 "$DP_PID" 2>/dev/null; then
+    kill -TERM "$DP_PID"; wait "$DP_PID" 2>/dev/null
+  fi
+  "$LAB" detach-ns "$CLI" >/dev/null 2>&1
+  "$LAB" detach-ns "$OUT" >/dev/null 2>&1
+  "$LAB" unbound-stop "$NODE" >/dev/null 2>&1
+  if [[ -e /run/netns/$NODE ]]; then
+    for p in $(ip netns pids "$NODE" 2>/dev/null); do kill -TERM "$p" 2>/dev/null; done
+    sleep 0.5
+    ip netns del "$NODE"
+  fi
+  # tl-nic0 was moved onto the bridge; it dies with the dataplane's TAP fd, but be sure.
+  ip -n tl-inet link del tl-nic0 >/dev/null 2>&1
+  ((LAB_WAS_UP)) || "$LAB" stop >/dev/null 2>&1
+  if ((rc != 0)) && [[ -f $WORK/dp.log ]]; then echo "--- tern-dataplane log"; tail -40 "$WORK/dp.log"; fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+# One request on the control socket; prints the reply lines, fails on ERR.
+ctl() {
+  python3 - "$SOCK" "$*" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+out = data.decode()
+sys.stdout.write(out)
+sys.exit(0 if out.rstrip("\n").split("\n")[-1] == "OK" else 1)
+EOF
+}
+# Sum of a per-core counter over every core.
+counter() { ctl stats | awk -v n="tern_dp_$1_total" '$1 ~ "^"n"[{]" { s += $2 } END { print s + 0 }'; }
+svc_counter() { ctl stats | awk -v n="tern_dp_service_$1_total" '$1 == n { print $2 }'; }
+q() { ip netns exec "$1" kdig +time=3 +retry=1 "${@:2}"; }
+# The answer section's records without TTLs, sorted: "same answer, TTLs aside".
+rrs() { awk '/ANSWER SECTION/ { a = 1; next } /^;;/ { a = 0 } a && NF >= 5 { $2 = ""; print }' | sort; }
+
+[[ -f /run/ternlab/lab.env ]] && LAB_WAS_UP=1
+"$LAB" start
+# shellcheck disable=SC1091
+source /run/ternlab/lab.env
+
+log "node namespace $NODE, tern-dataplane (built-in lab-tap profile)"
+ip netns add "$NODE"
+ip -n "$NODE" link set lo up
+ip netns exec "$NODE" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+ip netns exec "$NODE" "$DP" --control-socket "$SOCK" --allow "$CLI4/32" --allow "$CLI6/128" \
+  --miss-rate 100 --miss-burst 50 >"$WORK/dp.log" 2>&1 &
+DP_PID=$!
+for _ in $(seq 100); do
+  [[ -S $SOCK ]] && ip -n "$NODE" link show tl-exc0 >/dev/null 2>&1 && break
+  kill -0 "$DP_PID" 2>/dev/null || die "tern-dataplane exited at startup: $(tail -5 "$WORK/dp.log")"
+  sleep 0.1
+done
+[[ -S $SOCK ]] || die "no control socket after 10 s"
+"$LAB" attach-if tl-nic0 "$NODE"
+ip -n "$NODE" addr add "$TERN4/16" dev tl-exc0
+ip -n "$NODE" addr add "$TERN6/64" dev tl-exc0 nodad
+
+case ${TERN_E2E_RESOLVER:-unbound} in
+tern-control)
+  log "resolver behind the exception interface: tern-control on $TERN4/$TERN6 (pushes its allow list here)"
+  mkdir -p "$WORK/state"
+  cat >"$WORK/tern.conf" <<EOF
+[server]
+listen = $TERN4:53 [$TERN6]:53
+allow = $CLI4/32 $CLI6/128 $TERN4/32
+control-socket = $WORK/control.sock
+dataplane-socket = $SOCK
+state-dir = $WORK/state
+[recursion]
+root-hints = $LAB_ROOT_HINTS
+EOF
+  ip netns exec "$NODE" "$TC" -c "$WORK/tern.conf" --foreground >"$WORK/tc.log" 2>&1 &
+  ok=0
+  for _ in $(seq 100); do
+    out=$(ip netns exec "$NODE" kdig +time=2 +retry=0 @"$TERN4" . SOA 2>/dev/null) && [[ $out == *"status: NOERROR"* ]] && { ok=1; break; }
+    sleep 0.2
+  done
+  ((ok)) || die "tern-control does not resolve '. SOA' after 20 s: $(tail -5 "$WORK/tc.log")"
+  for _ in $(seq 50); do pol=$(ctl policy); [[ $pol == *"$TERN4/32"* ]] && break; sleep 0.1; done
+  [[ $pol == *"$TERN4/32"* ]] || fail "tern-control's allow list was not pushed to the dataplane: $pol"
+  ;;
+unbound)
+  log "resolver behind the exception interface: the lab's unbound on $TERN4/$TERN6"
+  # unbound-start waits until '. SOA' resolves: its upstream queries cross the exception path.
+  "$LAB" unbound-start "$NODE" "$TERN4" "$TERN6"
+  ;;
+*) die "TERN_E2E_RESOLVER must be unbound or tern-control" ;;
+esac
+
+"$LAB" attach-ns "$CLI" "$CLI4/16" "$CLI6/64"
+
+log "1. first query recursed, second answered from the cache"
+hits0=$(counter answer_hit)
+fills0=$(svc_counter fill_inserted)
+a1=$(q "$CLI" @"$TERN4" www.alpha.lab A) || die "first query failed"
+[[ $a1 == *"status: NOERROR"* && $a1 == *198.18.2.1* ]] || die "first answer wrong: $a1"
+fills1=$(svc_counter fill_inserted)
+((fills1 > fills0)) || fail "the resolver's answer was not stored in the cache (fill_inserted $fills0 -> $fills1)"
+a2=$(q "$CLI" @"$TERN4" www.alpha.lab A) || die "second query failed"
+hits1=$(counter answer_hit)
+((hits1 > hits0)) || fail "second query was not a cache hit (answer_hit $hits0 -> $hits1)"
+[[ "$(rrs <<<"$a1")" == "$(rrs <<<"$a2")" ]] || fail "cached answer differs: $(rrs <<<"$a1") vs $(rrs <<<"$a2")"
+
+log "2. IPv6 transport (NDP through the exception path), cached on the second query"
+a6=$(q "$CLI" @"$TERN6" www.beta.zz AAAA) || die "IPv6 query failed"
+[[ $a6 == *"2001:2::4:1"* ]] || fail "IPv6 answer wrong: $a6"
+h=$(counter answer_hit)
+q "$CLI" @"$TERN6" www.beta.zz AAAA >/dev/null || fail "second IPv6 query failed"
+(($(counter answer_hit) > h)) || fail "second IPv6 query was not a cache hit"
+
+log "3. TCP (Linux and the resolver through the exception path)"
+at=$(q "$CLI" +tcp @"$TERN4" www.alpha.lab A) || fail "TCP query failed"
+[[ $at == *198.18.2.1* ]] || fail "TCP answer wrong: $at"
+
+log "4. ping and ARP of the service address"
+ip -n "$CLI" neigh flush dev tl0
+ip netns exec "$CLI" ping -c 2 -W 2 "$TERN4" >/dev/null || fail "ping $TERN4 failed"
+ip -n "$CLI" neigh show "$TERN4" | grep -q lladdr || fail "no ARP entry for $TERN4"
+ip netns exec "$CLI" ping -6 -c 2 -W 2 "$TERN6" >/dev/null || fail "ping $TERN6 failed"
+
+log "5. flush: the next query is a miss again"
+out=$(ctl flush) || fail "flush: $out"
+[[ $out == *"flushed "* ]] || fail "flush reply: $out"
+m=$(counter miss_punted) h=$(counter answer_hit)
+a3=$(q "$CLI" @"$TERN4" www.alpha.lab A) || fail "query after flush failed"
+[[ $a3 == *198.18.2.1* ]] || fail "answer after flush wrong"
+(($(counter miss_punted) > m)) || fail "query after flush was not a miss"
+(($(counter answer_hit) == h)) || fail "query after flush was answered from the cache"
+q "$CLI" @"$TERN4" www.alpha.lab A >/dev/null  # cached again for the steps below
+
+log "6. client outside the allow list gets REFUSED"
+"$LAB" attach-ns "$OUT" "$OUT4/16" "$OUT6/64"
+r=$(counter answer_refused)
+ao=$(q "$OUT" @"$TERN4" www.alpha.lab A) || true
+[[ $ao == *"status: REFUSED"* ]] || fail "outside client not refused: $ao"
+(($(counter answer_refused) > r)) || fail "answer_refused did not move"
+
+log "7. a service address added to the exception interface is answered at once (VIP move)"
+ip -n "$NODE" addr add "$VIP4/16" dev tl-exc0
+h=$(counter answer_hit) ok=0
+for _ in $(seq 20); do
+  if av=$(q "$CLI" +time=1 +retry=0 @"$VIP4" www.alpha.lab A 2>/dev/null) && [[ $av == *198.18.2.1* ]]; then ok=1; break; fi
+  sleep 0.2
+done
+((ok)) || fail "no answer at the new service address $VIP4"
+(($(counter answer_hit) > h)) || fail "the VIP was not answered from the cache"
+ip -n "$NODE" addr del "$VIP4/16" dev tl-exc0
+
+log "8. unique-name flood: the miss limiter drops, hits keep being answered"
+for i in $(seq 1 20000); do echo "f$i-$RANDOM.$LAB_WILD_SUFFIX A"; done >"$WORK/flood.txt"
+limited0=$(( $(counter drop_rate_limited) + $(counter answer_stale) ))
+ip netns exec "$CLI" timeout 15 dnsperf -s "$TERN4" -d "$WORK/flood.txt" -l 4 -Q 3000 -q 3000 -c 4 -t 1 \
+  >"$WORK/dnsperf.log" 2>&1 &
+flood=$!
+sleep 1
+answered=0
+for _ in $(seq 10); do
+  ah=$(q "$CLI" +time=1 +retry=0 @"$TERN4" www.alpha.lab A 2>/dev/null) && [[ $ah == *198.18.2.1* ]] && answered=$((answered + 1))
+  sleep 0.1
+done
+wait "$flood" || true
+limited1=$(( $(counter drop_rate_limited) + $(counter answer_stale) ))
+((limited1 > limited0)) || fail "the miss limiter never fired during the flood ($limited0 -> $limited1)"
+((answered == 10)) || fail "only $answered of 10 cached queries answered during the flood"
+log "   flood: $(grep -E 'Queries sent|Queries completed' "$WORK/dnsperf.log" | tr -s ' ' | tr '\n' ' ')"
+log "   limited misses: $((limited1 - limited0)), cached answers during the flood: $answered/10"
+
+log "9. heartbeats move, SIGTERM stops cleanly"
+hb0=$(ctl heartbeats | awk '/core="0"/ { print $2 }')
+sleep 0.5
+hb1=$(ctl heartbeats | awk '/core="0"/ { print $2 }')
+((hb1 > hb0)) || fail "worker 0 heartbeat stuck at $hb0"
+if ((FAILED)); then echo "--- dataplane counters (non-zero)"; ctl stats | awk '$NF != "0"'; ctl policy; fi
+kill -TERM "$DP_PID"
+rc=0; wait "$DP_PID" || rc=$?
+DP_PID=
+((rc == 0)) || fail "tern-dataplane exited $rc on SIGTERM"
+[[ ! -e $SOCK ]] || fail "control socket left behind after shutdown"
+
+if ((FAILED)); then echo "dataplane e2e: FAILED"; exit 1; fi
+echo "dataplane e2e: all checks passed"
