@@ -13,9 +13,14 @@ PKGS=(
   libbenchmark-dev libgtest-dev libgmock-dev libnuma-dev libsystemd-dev
   # lab: authoritative servers, reference resolver, tools
   knot knot-dnsutils unbound unbound-anchor ldnsutils dnsperf
+  # bench/compare: the other resolvers tern is measured next to, and the plots
+  knot-resolver pdns-recursor dnsdist gnuplot-nox
   iproute2 iputils-ping procps psmisc python3 tcpdump
+  # operations: VRRP failover, BGP anycast sample, alert rule validation (promtool), /metrics checks
+  keepalived bird2 prometheus curl
   # packaging
   debhelper devscripts fakeroot dpkg-dev lintian
+  dns-root-data   # /usr/share/dns/root.hints: the packaged tern.conf's root-hints (a Depends of tern)
 )
 
 missing=()

@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# bench/compare/run.sh [--quick]: tern next to Debian's unbound, knot-resolver (kresd),
+# pdns-recursor and dnsdist (packet cache, in front of unbound), one after the other, in the
+# lab, driven by the same dnsperf with the same query sets. See bench/compare/README.md.
+#
+# Every server gets CPU 1 (taskset; tern's worker lcore is 1), dnsperf runs on CPU 0.
+# Per server and query set: one throughput run (no rate limit: as fast as dnsperf goes,
+# -l bounded) and one latency run at the same fixed rate for every server (dnsperf -v,
+# percentiles from every answer). Server CPU comes from /proc/PID/stat (and per thread
+# for tern, whose service thread is on CPU 0) before and after each run.
+#
+# Output: results/compare-<date>/ (or $OUT): results.md (the table), results.kv (figures
+# tern-bench plan reads), results.tsv, *.png (gnuplot), machine.txt, raw/ (dnsperf output).
+# Needs root, the lab (tests/lab/lab.sh; started and stopped here if it was not up) and a
+# build with tern-dataplane and tern-control (BUILD_DIR, else build-bench/, else the newest
+# build*/). Tears down everything it made, also on failure or Ctrl-C.
+set -euo pipefail
+ROOT=$(dirname "$(readlink -f "$0")")/../..
+ROOT=$(readlink -f "$ROOT")
+cd "$ROOT"
+HERE=$ROOT/bench/compare
+QUICK=0
+for a in "$@"; do
+  case $a in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare: unknown argument '$a' (usage: bench/compare/run.sh [--quick])" >&2; exit 2 ;;
+  esac
+done
+[[ $(id -u) -eq 0 ]] || { echo "compare: needs root (network namespaces)" >&2; exit 1; }
+(( $(nproc) >= 2 )) || { echo "compare: needs 2 CPUs (server on CPU 1, dnsperf on CPU 0)" >&2; exit 1; }
+
+# Run lengths. Every dnsperf run is bounded by -l; the latency runs also by -Q.
+if ((QUICK)); then DUR=5 LAT_DUR=2 WARM_NAMES=2000; else DUR=20 LAT_DUR=5 WARM_NAMES=20000; fi
+LAT_QPS=${LAT_QPS:-5000}       # offered rate of the latency runs, the same for every server
+MISS_QPS=${MISS_QPS:-20000}    # cap for runs with unique names: each one is a recursion in the lab
+SERVERS=${SERVERS:-"tern unbound kresd pdns dnsdist"}
+
+find_bin() {
+  local b
+  if [[ -n ${BUILD_DIR:-} && -x $BUILD_DIR/$1 ]]; then readlink -f "$BUILD_DIR/$1"; return; fi
+  [[ -x build-bench/$1 ]] && { readlink -f "build-bench/$1"; return; }
+  for b in $(ls -dt build*/ 2>/dev/null); do [[ -x $b$1 ]] && { readlink -f "$b$1"; return; }; done
+  return 1
+}
+
+DATE=$(date -u +%Y%m%d-%H%M%S)
+OUT=${OUT:-$ROOT/results/compare-$DATE}
+mkdir -p "$OUT/raw" "$OUT/sets"
+WORK=$(mktemp -d /tmp/tern-compare.XXXXXX)
+LAB=$ROOT/tests/lab/lab.sh
+CLI=tl-bc-cli CLI4=198.18.0.118
+NS_PREFIX=tl-bc-
+declare -A ADDR=([unbound]=198.18.0.70 [kresd]=198.18.0.71 [pdns]=198.18.0.72 [dnsdist]=198.18.0.73
+                 [tern]=198.18.0.74)
+LAB_WAS_UP=0 PIDS=() CUR_NS=
+say() { echo "compare: $*"; }
+
+stop_server() {
+  local p ns=$CUR_NS
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  PIDS=()
+  if [[ -n $ns ]]; then
+    ip -n tl-inet link del tl-bnic0 >/dev/null 2>&1 || true
+    "$LAB" detach-ns "$ns" >/dev/null 2>&1 || true
+    if [[ -e /run/netns/$ns ]]; then ip netns del "$ns" 2>/dev/null || true; fi
+  fi
+  CUR_NS=
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - INT TERM
+  stop_server
+  "$LAB" detach-ns "$CLI" >/dev/null 2>&1
+  ((LAB_WAS_UP)) || "$LAB" stop >/dev/null 2>&1
+  rm -rf "$WORK"
+  ((rc != 0)) && say "failed (exit $rc); partial results in $OUT"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ machine ----
+{
+  echo "date_utc=$DATE"
+  echo "cpu_model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+  echo "cpus=$(nproc)"
+  echo "kernel=$(uname -r)"
+  echo "debian=$(cat /etc/debian_version)"
+  for p in dnsperf unbound knot-resolver pdns-recursor dnsdist knot gnuplot-nox dpdk; do
+    echo "pkg_$p=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo absent)"
+  done
+  echo "tern=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "mode=$( ((QUICK)) && echo quick || echo full) duration_s=$DUR latency_qps=$LAT_QPS miss_qps_cap=$MISS_QPS"
+} >"$OUT/machine.txt"
+
+# A lab that exists (even partly) when we start belongs to someone else: never stop it.
+[[ -f /run/ternlab/lab.env ]] && LAB_WAS_UP=1
+"$LAB" start >/dev/null
+# shellcheck disable=SC1091
+source /run/ternlab/lab.env
+"$LAB" attach-ns "$CLI" "$CLI4/16" "2001:2::118/64" >/dev/null
+
+# ------------------------------------------------------------------ query sets ----
+# warm: WARM_NAMES fixed names (A), asked once to fill the cache, then replayed (all hits).
+# miss: unique names under the lab's wildcard zone, fresh per server (all misses).
+# mix:  19 warm names to 1 unique name (95 % hits), fresh per server.
+for ((i = 0; i < WARM_NAMES; i++)); do echo "w$i.$LAB_WILD_SUFFIX A"; done >"$OUT/sets/warm.txt"
+make_sets() {  # make_sets TAG: unique-name sets for one server (enough for DUR at the cap)
+  local tag=$1 n=$((MISS_QPS * (DUR + 2)))
+  awk -v n="$n" -v t="$tag" -v s="$LAB_WILD_SUFFIX" 'BEGIN { for (i = 0; i < n; i++) printf "m%s%d.%s A\n", t, i, s }' \
+    >"$WORK/miss-$tag.txt"
+  awk -v n="$((n * 4))" -v w="$WARM_NAMES" -v t="$tag" -v s="$LAB_WILD_SUFFIX" 'BEGIN {
+      for (i = 0; i < n; i++) {
+        if (i % 20 == 19) printf "x%s%d.%s A\n", t, i, s; else printf "w%d.%s A\n", (i * 7919) % w, s
+      } }' >"$WORK/mix-$tag.txt"
+}
+
+# ------------------------------------------------------------------ servers ----
+# Each start_X NS ADDR starts the server in namespace NS (already attached to the lab
+# bridge with ADDR), pinned to CPU 1, and appends its PIDs to PIDS.
+ROOT_NS_IP=$(awk '$3 == "A" { print $4; exit }' "$LAB_ROOT_HINTS")
+
+start_unbound() {  # start_unbound NS ADDR [PORT]: the Unbound "howto optimise" settings for one thread
+  local ns=$1 a=$2 port=${3:-53} d=$WORK/unbound
+  mkdir -p "$d"
+  cat >"$d/unbound.conf" <<EOF
+server:
+  interface: $a
+  port: $port
+  do-ip6: no
+  access-control: 198.18.0.0/15 allow
+  username: ""
+  chroot: ""
+  directory: "$d"
+  pidfile: "$d/unbound.pid"
+  logfile: "$d/unbound.log"
+  use-syslog: no
+  verbosity: 0
+  root-hints: "$LAB_ROOT_HINTS"
+  trust-anchor-file: "$LAB_TRUST_ANCHOR"
+  # one core: one thread, one slab per cache (no lock striping to pay for)
+  num-threads: 1
+  msg-cache-slabs: 1
+  rrset-cache-slabs: 1
+  infra-cache-slabs: 1
+  key-cache-slabs: 1
+  msg-cache-size: 128m
+  rrset-cache-size: 256m
+  outgoing-range: 8192
+  num-queries-per-thread: 4096
+  so-rcvbuf: 4m
+  so-sndbuf: 4m
+  minimal-responses: yes
+  prefetch: no
+  qname-minimisation: no
+EOF
+  ip netns exec "$ns" taskset -c 1 unbound -d -c "$d/unbound.conf" >"$d/stdout.log" 2>&1 &
+  PIDS+=($!)
+}
+
+start_kresd() {  # kresd is single-threaded by design: one process = one core
+  local ns=$1 a=$2 d=$WORK/kresd
+  mkdir -p "$d/cache"
+  cat >"$d/config.lua" <<EOF
+net.listen('$a', 53, { kind = 'dns' })
+net.ipv6 = false
+cache.open(256 * MB, 'lmdb://$d/cache')
+modules.load('hints > iterate')
+hints.root({ ['a.root.lab.'] = '$ROOT_NS_IP' })
+trust_anchors.remove('.')
+trust_anchors.add('$(grep -v '^;' "$LAB_TRUST_ANCHOR" | head -1)')
+-- no prefetch/predict: the same work per query as the others
+EOF
+  ip netns exec "$ns" taskset -c 1 kresd -n -q -c "$d/config.lua" "$d" >"$d/stdout.log" 2>&1 &
+  PIDS+=($!)
+}
+
+start_pdns() {  # threads=1, the kernel distributes (reuseport), packet cache on (default)
+  local ns=$1 a=$2 d=$WORK/pdns ds
+  mkdir -p "$d"
+  ds=$(grep -v '^;' "$LAB_TRUST_ANCHOR" | head -1 | awk '{ print $4, $5, $6, $7 }')
+  echo "addTA('.', '$ds')" >"$d/ta.lua"
+  ip netns exec "$ns" taskset -c 1 pdns_recursor --config-dir="$d" --socket-dir="$d" --local-address="$a" \
+    --hint-file="$LAB_ROOT_HINTS" --lua-config-file="$d/ta.lua" --dnssec=validate \
+    --allow-from=198.18.0.0/15 --threads=1 --pdns-distributes-queries=no --reuseport=yes \
+    --max-cache-entries=2000000 --max-packetcache-entries=2000000 --query-local-address=0.0.0.0 \
+    --disable-syslog --log-common-errors=no --loglevel=3 --daemon=no --write-pid=no \
+    --setuid=root --setgid=root >"$d/stdout.log" 2>&1 &
+  PIDS+=($!)
+}
+
+start_dnsdist() {  # packet cache in front of unbound (127.0.0.1:5300), both on CPU 1
+  local ns=$1 a=$2 d=$WORK/dnsdist
+  mkdir -p "$d"
+  start_unbound "$ns" 127.0.0.1 5300
+  cat >"$d/dnsdist.conf" <<EOF
+setLocal('$a:53')
+setACL({'198.18.0.0/15'})
+newServer({address = '127.0.0.1:5300', name = 'unbound', checkName = 'a.root.lab.'})
+pc = newPacketCache(2000000, { maxTTL = 86400, minTTL = 0 })
+getPool(''):setCache(pc)
+setMaxUDPOutstanding(65535)
+setRingBuffersSize(0)
+EOF
+  ip netns exec "$ns" taskset -c 1 dnsdist --supervised --disable-syslog -C "$d/dnsdist.conf" >"$d/stdout.log" 2>&1 &
+  PIDS+=($!)
+}
+
+DP_SOCK=
+# tern-dataplane (lab-tap, worker lcore 1, service lcore 0) + tern-control (CPU 1) behind it.
+# The miss limiter (production default 2000/s per worker, there to keep a random-subdomain
+# flood off the resolver) is raised to the miss-heavy cap so that set measures tern-control.
+start_tern() {
+  local ns=$1 a=$2 d=$WORK/tern dp tc
+  dp=$(find_bin dataplane/tern-dataplane) || { say "no tern-dataplane built: ninja -C build-bench dataplane/tern-dataplane"; return 1; }
+  tc=$(find_bin control/tern-control) || { say "no tern-control built: ninja -C build-bench control/tern-control"; return 1; }
+  mkdir -p "$d/state"
+  # The lab-tap profile with interface names of our own, so a demo or test running at the
+  # same time (tl-nic0/tl-exc0) is not disturbed.
+  sed -e 's/iface=tl-nic0/iface=tl-bnic0/' -e 's/^name = tl-exc0/name = tl-bexc0/' \
+    hw-profiles/lab-tap.conf >"$d/profile.conf"
+  DP_SOCK=$d/dataplane.sock
+  ip netns exec "$ns" "$dp" --profile "$d/profile.conf" --control-socket "$DP_SOCK" --allow 198.18.0.96/27 \
+    --miss-rate "$MISS_QPS" --miss-burst 5000 >"$d/dp.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do [[ -S $DP_SOCK ]] && break; kill -0 "${PIDS[-1]}" 2>/dev/null || break; sleep 0.1; done
+  [[ -S $DP_SOCK ]] || { say "tern-dataplane did not start: $(tail -3 "$d/dp.log")"; return 1; }
+  "$LAB" attach-if tl-bnic0 "$ns" >/dev/null
+  ip -n "$ns" addr add "$a/16" dev tl-bexc0
+  cat >"$d/tern.conf" <<EOF
+[server]
+listen = $a:53
+allow = 198.18.0.96/27 $a/32
+control-socket = $d/control.sock
+dataplane-socket = $DP_SOCK
+state-dir = $d/state
+[recursion]
+root-hints = $LAB_ROOT_HINTS
+EOF
+  ip netns exec "$ns" taskset -c 1 "$tc" -c "$d/tern.conf" --foreground >"$d/tc.log" 2>&1 &
+  PIDS+=($!)
+}
+
+# CPU jiffies (utime + stime) of every PID given, summed.
+cpu_ticks() {
+  local p s=0 f
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || continue
+    f=$(sed 's/^.*) //' "/proc/$p/stat")
+    s=$((s + $(awk '{ print $12 + $13 }' <<<"$f")))
+  done
+  echo "$s"
+}
+# Jiffies of tern-dataplane's threads last seen on CPU 0 (the service lcore, the control
+# socket thread): the part of tern's CPU not on the server core, reported separately.
+cpu0_thread_ticks() {
+  local t s=0
+  for t in /proc/"${PIDS[0]}"/task/*/stat; do
+    s=$((s + $(sed 's/^.*) //' "$t" | awk '{ print ($37 == 0) ? $12 + $13 : 0 }')))
+  done
+  echo "$s"
+}
+
+resolves() {  # resolves ADDR: a wildcard name answers NOERROR through the server
+  ip netns exec "$CLI" kdig +time=2 +retry=0 @"$1" "probe$RANDOM.$LAB_WILD_SUFFIX" A 2>/dev/null | grep -q 'status: NOERROR'
+}
+
+# "busy idle" jiffies of one CPU from /proc/stat (busy includes irq and softirq: the kernel's
+# network stack work that no process is charged for).
+cpu_busy() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+
+CLK=$(getconf CLK_TCK)
+TSV=$OUT/results.tsv
+echo -e "server\tset\tsent\tanswered\tloss_pct\tqps\tserver_cpu_pct\tcpu0_pct\tdnsperf_cpu_pct\tqps_per_core\tp50_ms\tp99_ms\tp999_ms\tlat_qps\tgen_limited\tcpu0_busy_pct\tcpu1_busy_pct" >"$TSV"
+
+# run_set SERVER SET FILE ADDR EXTRA...: throughput run then latency run, one TSV row.
+run_set() {
+  local srv=$1 set=$2 file=$3 a=$4
+  shift 4
+  local raw=$OUT/raw/$srv-$set t0 t1 c0 c1 z0 z1 w0 w1 tf
+  t0=$(cpu_ticks "${PIDS[@]}"); z0=0; [[ $srv == tern ]] && z0=$(cpu0_thread_ticks)
+  local b0 b1
+  b0="$(cpu_busy 0) $(cpu_busy 1)"
+  w0=$(date +%s.%N)
+  tf=$WORK/time
+  # dnsperf's own CPU (user + sys): bash's time keyword, children included.
+  { TIMEFORMAT='%U %S %R'; time ip netns exec "$CLI" taskset -c 0 dnsperf -s "$a" -d "$file" -l "$DUR" \
+      -c 8 -T 1 -q 500 -t 2 "$@" >"$raw.txt" 2>&1; } 2>"$tf" || true
+  if ! grep -q 'Queries sent:' "$raw.txt"; then
+    say "  $srv $set: dnsperf printed no statistics ($(tr '\n' ' ' <"$tf" | head -c 200)); row skipped"
+    return 0
+  fi
+  w1=$(date +%s.%N)
+  b1="$(cpu_busy 0) $(cpu_busy 1)"
+  t1=$(cpu_ticks "${PIDS[@]}"); z1=0; [[ $srv == tern ]] && z1=$(cpu0_thread_ticks)
+  # latency at a fixed offered rate, every answer's latency from -v
+  ip netns exec "$CLI" taskset -c 0 dnsperf -s "$a" -d "$file" -l "$LAT_DUR" -Q "$LAT_QPS" -c 8 -T 1 -q 500 \
+    -t 2 -v >"$raw.lat.txt" 2>&1 || true
+  python3 "$HERE/summarize.py" row --server "$srv" --set "$set" --dnsperf "$raw.txt" --latency "$raw.lat.txt" \
+    --time "$tf" --wall "$w0" "$w1" --server-ticks "$t0" "$t1" --cpu0-ticks "$z0" "$z1" --clk "$CLK" --cpu-busy $b0 $b1 \
+    --lat-qps "$LAT_QPS" >>"$TSV"
+  tail -1 "$TSV" | awk -F'\t' '{ printf "compare:   %-8s %-5s %9.0f qps answered, loss %5.2f%%, server CPU %5.1f%%, dnsperf CPU %5.1f%%, CPU0/1 busy %s/%s%%, p99 %s ms%s\n", $1, $2, $6, $5, $7, $9, $16, $17, $12, ($15 == "yes" ? "  [load generator limit]" : "") }'
+}
+
+for srv in $SERVERS; do
+  case $srv in
+    tern|unbound|kresd|pdns|dnsdist) ;;
+    *) say "unknown server '$srv' in SERVERS"; exit 2 ;;
+  esac
+  case $srv in
+    unbound) command -v unbound >/dev/null || { say "skip unbound: not installed"; continue; } ;;
+    kresd) command -v kresd >/dev/null || { say "skip kresd: not installed (scripts/install-deps.sh)"; continue; } ;;
+    pdns) command -v pdns_recursor >/dev/null || { say "skip pdns: not installed (scripts/install-deps.sh)"; continue; } ;;
+    dnsdist) command -v dnsdist >/dev/null || { say "skip dnsdist: not installed (scripts/install-deps.sh)"; continue; } ;;
+  esac
+  a=${ADDR[$srv]} ns=$NS_PREFIX$srv
+  say "$srv at $a (namespace $ns)"
+  # The lab is shared: another test may have stopped it (and killed our client with it)
+  # since the last server. lab.sh start is idempotent; the client namespace is re-made.
+  "$LAB" start >/dev/null
+  [[ -e /run/netns/$CLI ]] || "$LAB" attach-ns "$CLI" "$CLI4/16" "2001:2::118/64" >/dev/null
+  if [[ $srv == tern ]]; then
+    ip netns add "$ns"; ip -n "$ns" link set lo up
+  elif ! "$LAB" attach-ns "$ns" "$a/16" "2001:2::$((0x${a##*.} + 0))/64" >/dev/null; then
+    say "skip $srv: could not attach $ns to the lab"; continue
+  fi
+  CUR_NS=$ns
+  if ! "start_$srv" "$ns" "$a"; then say "skip $srv: did not start"; stop_server; continue; fi
+  up=0
+  for _ in $(seq 100); do resolves "$a" && { up=1; break; }; sleep 0.2; done
+  if ((!up)); then
+    say "skip $srv: no NOERROR for a wildcard name within 20 s (logs: $(ls "$WORK/$srv"/*.log 2>/dev/null | tr '\n' ' '))"
+    for f in "$WORK/$srv"/*.log; do [[ -f $f ]] && cp "$f" "$OUT/raw/$srv-$(basename "$f")"; done
+    tail -5 "$WORK/$srv"/*.log 2>/dev/null | sed 's/^/compare:   | /' || true
+    stop_server; continue
+  fi
+  make_sets "$srv"
+  # Warm: every warm name once, at a bounded rate (each is a recursion the first time).
+  ip netns exec "$CLI" taskset -c 0 dnsperf -s "$a" -d "$OUT/sets/warm.txt" -n 1 -Q "$MISS_QPS" -c 8 -q 200 \
+    -t 5 >"$OUT/raw/$srv-warmup.txt" 2>&1 || true
+  run_set "$srv" warm "$OUT/sets/warm.txt" "$a"
+  run_set "$srv" mix "$WORK/mix-$srv.txt" "$a"
+  run_set "$srv" miss "$WORK/miss-$srv.txt" "$a" -Q "$MISS_QPS"
+  if [[ $srv == tern && -S $DP_SOCK ]]; then
+    python3 - "$DP_SOCK" >"$OUT/raw/tern-dataplane-stats.txt" 2>&1 <<'EOF' || true
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
+s.sendall(b"stats\n"); d = b""
+while (b := s.recv(65536)): d += b
+sys.stdout.write(d.decode())
+EOF
+  fi
+  stop_server
+done
+
+python3 "$HERE/summarize.py" report --tsv "$TSV" --machine "$OUT/machine.txt" --out "$OUT" --miss-cap "$MISS_QPS"
+if command -v gnuplot >/dev/null; then
+  (cd "$OUT" && gnuplot -e "tsv='results.tsv'" "$HERE/plots.gp") || say "gnuplot failed; the table is still in results.md"
+fi
+say "results: $OUT/results.md"
+cat "$OUT/results.md"

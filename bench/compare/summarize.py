@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""bench/compare helper: turns dnsperf output into one TSV row per run ("row"), and the
+TSV into the Markdown table, the key=value file tern-bench plan reads and the gnuplot data
+("report"). Python 3 standard library only; called by run.sh."""
+import argparse
+import math
+import re
+import sys
+
+COLS = ["server", "set", "sent", "answered", "loss_pct", "qps", "server_cpu_pct", "cpu0_pct",
+        "dnsperf_cpu_pct", "qps_per_core", "p50_ms", "p99_ms", "p999_ms", "lat_qps", "gen_limited",
+        "cpu0_busy_pct", "cpu1_busy_pct"]
+NAMES = {"tern": "tern (dataplane lab-tap + tern-control)", "unbound": "unbound", "kresd": "knot-resolver (kresd)",
+         "pdns": "pdns-recursor", "dnsdist": "dnsdist packet cache + unbound"}
+SETS = {"warm": "cache-warm (all hits)", "mix": "mix (95 % hits, 5 % unique names)",
+        "miss": "miss-heavy (unique names, recursion)"}
+
+
+def dnsperf_stats(path):
+    text = open(path, errors="replace").read()
+    def num(pattern, default=0.0):
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else default
+    sent = num(r"Queries sent:\s+(\d+)")
+    completed = num(r"Queries completed:\s+(\d+)")
+    runtime = num(r"Run time \(s\):\s+([\d.]+)", 1.0)
+    noerror = num(r"Response codes:.*?NOERROR (\d+)")
+    if not re.search(r"Queries sent:", text):
+        sys.exit(f"summarize: {path}: no dnsperf statistics (did dnsperf run? see the file)")
+    return sent, completed, noerror, runtime
+
+
+def percentiles(path):
+    # dnsperf -v: one line per answer, "> RCODE NAME TYPE LATENCY" (latency in seconds last).
+    lat = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith(">"):
+                try:
+                    lat.append(float(line.split()[-1]))
+                except ValueError:
+                    pass
+    if not lat:
+        return math.nan, math.nan, math.nan
+    lat.sort()
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3
+    return pick(0.50), pick(0.99), pick(0.999)
+
+
+def row(a):
+    sent, completed, noerror, runtime = dnsperf_stats(a.dnsperf)
+    p50, p99, p999 = percentiles(a.latency)
+    user, system, real = (float(x) for x in open(a.time).read().split()[:3])
+    wall = float(a.wall[1]) - float(a.wall[0])
+    srv_cpu = 100.0 * (int(a.server_ticks[1]) - int(a.server_ticks[0])) / a.clk / wall
+    cpu0 = 100.0 * (int(a.cpu0_ticks[1]) - int(a.cpu0_ticks[0])) / a.clk / wall
+    gen_cpu = 100.0 * (user + system) / real if real > 0 else 0.0
+    b = [int(x) for x in a.cpu_busy]  # cpu0 busy idle, cpu1 busy idle (before), same after
+    busy = lambda i: 100.0 * (b[4 + 2 * i] - b[2 * i]) / max(1, (b[4 + 2 * i] + b[5 + 2 * i]) - (b[2 * i] + b[2 * i + 1]))
+    cpu0_busy, cpu1_busy = busy(0), busy(1)
+    qps = noerror / runtime
+    loss = 100.0 * (sent - completed) / sent if sent else 100.0
+    per_core = qps / (srv_cpu / 100.0) if srv_cpu > 1 else math.nan
+    # Who set the pace: dnsperf on a full core while the server still had CPU to spare means
+    # the figure is the generator's, a lower bound for the server.
+    # CPU 0 busy counts the kernel's send path (softirq) that dnsperf's own time does not.
+    if (gen_cpu >= 90 or cpu0_busy >= 95) and srv_cpu < 90 and cpu1_busy < 95:
+        limited = "yes"
+    elif srv_cpu >= 90:
+        limited = "no"
+    elif cpu1_busy >= 95:
+        limited = "cpu1"  # CPU 1 full, but not with the server: kernel network path or other work
+    else:
+        limited = "neither"  # both below a full core: latency or the outstanding-query window
+    vals = [a.server, a.set, f"{sent:.0f}", f"{noerror:.0f}", f"{loss:.2f}", f"{qps:.0f}", f"{srv_cpu:.1f}",
+            f"{cpu0:.1f}", f"{gen_cpu:.1f}", f"{per_core:.0f}", f"{p50:.3f}", f"{p99:.3f}", f"{p999:.3f}",
+            a.lat_qps, limited, f"{cpu0_busy:.0f}", f"{cpu1_busy:.0f}"]
+    print("\t".join(vals))
+
+
+def read_tsv(path):
+    rows = []
+    with open(path) as f:
+        head = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            rows.append(dict(zip(head, line.rstrip("\n").split("\t"))))
+    return rows
+
+
+def report(a):
+    rows = read_tsv(a.tsv)
+    machine = dict(l.rstrip("\n").split("=", 1) for l in open(a.machine) if "=" in l)
+    out = []
+    out.append(f"# tern next to other resolvers, {machine.get('date_utc', '')} UTC\n")
+    out.append(f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} CPUs, kernel "
+               f"{machine.get('kernel', '?')}, Debian {machine.get('debian', '?')}. Versions: "
+               + ", ".join(f"{k[4:]} {v}" for k, v in machine.items() if k.startswith("pkg_"))
+               + f", tern {machine.get('tern', '?')}. Run: {machine.get('mode', '')}.\n")
+    out.append("Server on CPU 1, dnsperf (-c 8 -T 1 -q 500) on CPU 0. qps = NOERROR answers per second "
+               "of the throughput run (no rate limit, except the miss-heavy set's cap). server CPU = "
+               "utime+stime of every server process over the run (100 % = one core); qps/core = qps / "
+               "server CPU. Latency from a separate run at the same fixed rate for every server "
+               "(dnsperf -v, every answer). `generator limit` = dnsperf used >= 90 % of CPU 0 while "
+               "the server had CPU to spare: the figure is dnsperf's, a lower bound for the server. CPU 0 / 1 "
+               "busy = /proc/stat including irq and softirq (the kernel's network path, charged to no "
+               "process; other work on the machine shows up here too).\n")
+    for s in ["warm", "mix", "miss"]:
+        rs = [r for r in rows if r["set"] == s]
+        if not rs:
+            continue
+        out.append(f"\n## {SETS[s]}\n")
+        out.append("| server | qps | loss % | server CPU % | tern CPU 0 % | dnsperf CPU % | qps/core | "
+                   "CPU 0 / 1 busy % | p50 ms | p99 ms | p99.9 ms (at qps) | limit |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in rs:
+            lim = {"yes": "**generator limit**", "no": "server core saturated", "cpu1": "CPU 1 full, not by the server (kernel/other)", "neither": "neither CPU saturated"}[r["gen_limited"]]
+            if s == "miss" and float(r["qps"]) >= 0.97 * float(a.miss_cap):
+                lim = f"rate cap {a.miss_cap}"
+            out.append(f"| {NAMES.get(r['server'], r['server'])} | {float(r['qps']):.0f} | {r['loss_pct']} | "
+                       f"{r['server_cpu_pct']} | {r['cpu0_pct'] if r['server'] == 'tern' else '-'} | "
+                       f"{r['dnsperf_cpu_pct']} | {r['qps_per_core']} | {r['cpu0_busy_pct']} / {r['cpu1_busy_pct']} | {r['p50_ms']} | {r['p99_ms']} | "
+                       f"{r['p999_ms']} ({r['lat_qps']}) | {lim} |")
+        tern = [r for r in rs if r["server"] == "tern"]
+        others = [r for r in rs if r["server"] != "tern"]
+        if tern and others:
+            best = max(others, key=lambda r: float(r["qps"]))
+            t = float(tern[0]["qps"])
+            ratio = t / float(best["qps"]) if float(best["qps"]) else math.nan
+            best_pc = max(others, key=lambda r: float(r["qps_per_core"]) if r["qps_per_core"] != "nan" else 0)
+            pc = float(tern[0]["qps_per_core"]) / float(best_pc["qps_per_core"]) \
+                if best_pc["qps_per_core"] not in ("nan", "0") else math.nan
+            note = ""
+            if tern[0]["gen_limited"] == "yes" or best["gen_limited"] == "yes":
+                note = " At least one of the two was held back by the load generator, so this ratio " \
+                       "says little about the servers."
+            out.append(f"\ntern / best other ({NAMES.get(best['server'])}): {ratio:.2f}x answered qps; "
+                       f"{pc:.2f}x qps per server core (best: {NAMES.get(best_pc['server'])}).{note}")
+    open(f"{a.out}/results.md", "w").write("\n".join(out) + "\n")
+
+    # Figures for tern-bench plan (plain key=value; text values are for people).
+    kv = [f"# bench/compare {machine.get('date_utc', '')}: figures for tern-bench plan --results"]
+    for k in ["cpu_model", "kernel", "tern"]:
+        kv.append(f"{k}={machine.get(k, '')}")
+    for r in rows:
+        if r["server"] != "tern":
+            continue
+        kv.append(f"tern_{r['set']}_qps={r['qps']}")
+        kv.append(f"tern_{r['set']}_qps_per_core={r['qps_per_core']}")
+        if r["set"] == "miss":
+            # control_qps: misses/s tern-control answered through the dataplane. A lower bound
+            # when the rate cap or the generator set the pace (control_qps_bound says which).
+            kv.append(f"control_qps={r['qps']}")
+            bound = "cap" if float(r["qps"]) >= 0.97 * float(a.miss_cap) else \
+                ("generator" if r["gen_limited"] == "yes" else "server")
+            kv.append(f"control_qps_bound={bound}")
+    open(f"{a.out}/results.kv", "w").write("\n".join(kv) + "\n")
+
+    # gnuplot data: one row per server, qps per set; latency of the warm set.
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    with open(f"{a.out}/plot-qps.dat", "w") as f:
+        f.write("server warm mix miss\n")
+        for sv in servers:
+            vals = [next((r["qps"] for r in rows if r["server"] == sv and r["set"] == s), "0") for s in
+                    ["warm", "mix", "miss"]]
+            f.write(f"{sv} " + " ".join(vals) + "\n")
+    with open(f"{a.out}/plot-lat.dat", "w") as f:
+        f.write("server p50 p99 p999\n")
+        for sv in servers:
+            r = next((r for r in rows if r["server"] == sv and r["set"] == "warm"), None)
+            if r:
+                f.write(f"{sv} {r['p50_ms']} {r['p99_ms']} {r['p999_ms']}\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("row")
+    r.add_argument("--server", required=True)
+    r.add_argument("--set", required=True)
+    r.add_argument("--dnsperf", required=True)
+    r.add_argument("--latency", required=True)
+    r.add_argument("--time", required=True)
+    r.add_argument("--wall", nargs=2, required=True)
+    r.add_argument("--server-ticks", nargs=2, required=True)
+    r.add_argument("--cpu0-ticks", nargs=2, required=True)
+    r.add_argument("--clk", type=int, required=True)
+    r.add_argument("--lat-qps", required=True)
+    r.add_argument("--cpu-busy", nargs=8, required=True)
+    p = sub.add_parser("report")
+    p.add_argument("--tsv", required=True)
+    p.add_argument("--machine", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--miss-cap", default="20000")
+    a = ap.parse_args()
+    row(a) if a.cmd == "row" else report(a)
+
+
+if __name__ == "__main__":
+    main()
