@@ -496,6 +496,13 @@ int Daemon::start() {
 
   register_verbs();
   register_metrics();
+  health_.on_change([](const HealthStatus& st, Health before) {
+    auto name = [](Health h) {
+      return h == Health::ready ? "ready" : h == Health::not_ready ? "not ready" : "not live";
+    };
+    log(st.state == Health::ready ? Lvl::info : Lvl::warning,
+        std::string("health: ") + name(before) + " -> " + name(st.state) + ": " + st.reason);
+  });
   loop_.on_signal(SIGHUP, [this](int) { reload("SIGHUP"); });
   loop_.on_signal(SIGTERM, [this](int) {
     log(Lvl::info, "SIGTERM: shutting down");

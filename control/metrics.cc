@@ -1,0 +1,214 @@
+#include "control/metrics.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+#include "dataplane/counters.h"  // the counter table only: standard library, no DPDK
+#include "tern_build_config.h"
+
+namespace tern::control {
+namespace {
+
+bool name_char(char c, bool first) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+         (!first && c >= '0' && c <= '9');
+}
+
+// HELP text escaping: only \\ and \n (the exposition format leaves quotes alone there).
+void append_help(std::string& out, std::string_view help) {
+  for (char c : help) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+}
+
+std::string_view dp_help(std::string_view name) {
+  for (const auto& info : dp::kCounterInfo)
+    if (info.name == name) return info.help;
+  return {};
+}
+
+}  // namespace
+
+void Num::append_to(std::string& out) const {
+  char buf[32];
+  if (integral_) {
+    auto r = std::to_chars(buf, buf + sizeof buf, u_);
+    out.append(buf, r.ptr);
+    return;
+  }
+  if (std::isnan(d_)) { out += "NaN"; return; }
+  if (std::isinf(d_)) { out += d_ > 0 ? "+Inf" : "-Inf"; return; }
+  auto r = std::to_chars(buf, buf + sizeof buf, d_);  // shortest round-trip form
+  out.append(buf, r.ptr);
+}
+
+std::string metric_name(std::string_view prefix, std::string_view name, std::string_view suffix) {
+  std::string out;
+  out.reserve(prefix.size() + name.size() + suffix.size());
+  out += prefix;
+  out += name;
+  out += suffix;
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!name_char(out[i], i == 0)) out[i] = '_';
+  if (out.empty()) out.push_back('_');
+  return out;
+}
+
+std::string escape_label_value(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+void MetricsWriter::family(std::string_view name, MetricType type, std::string_view help) {
+  if (std::find(families_.begin(), families_.end(), name) != families_.end()) return;
+  families_.emplace_back(name);
+  out_ += "# HELP ";
+  out_ += name;
+  out_ += ' ';
+  append_help(out_, help);
+  out_ += "\n# TYPE ";
+  out_ += name;
+  out_ += type == MetricType::counter ? " counter\n" : " gauge\n";
+}
+
+void MetricsWriter::write_sample(std::string_view name, const Label* labels, size_t n, Num value) {
+  out_ += name;
+  if (n > 0) {
+    out_ += '{';
+    for (size_t i = 0; i < n; ++i) {
+      if (i) out_ += ',';
+      out_ += labels[i].first;
+      out_ += "=\"";
+      out_ += escape_label_value(labels[i].second);
+      out_ += '"';
+    }
+    out_ += '}';
+  }
+  out_ += ' ';
+  value.append_to(out_);
+  out_ += '\n';
+}
+
+void MetricsWriter::sample(std::string_view name, std::initializer_list<Label> labels, Num value) {
+  write_sample(name, labels.begin(), labels.size(), value);
+}
+
+void MetricsWriter::sample(std::string_view name, const std::vector<Label>& labels, Num value) {
+  write_sample(name, labels.data(), labels.size(), value);
+}
+
+void MetricsWriter::sample_raw(std::string_view name, std::string_view labels, Num value) {
+  out_ += name;
+  if (!labels.empty()) {
+    out_ += '{';
+    out_ += labels;
+    out_ += '}';
+  }
+  out_ += ' ';
+  value.append_to(out_);
+  out_ += '\n';
+}
+
+void MetricsWriter::single(std::string_view name, MetricType type, std::string_view help, Num value) {
+  family(name, type, help);
+  sample(name, value);
+}
+
+namespace {
+
+// label-list = label *("," label); label = name "=" DQUOTE *(escaped char) DQUOTE
+bool valid_labels(std::string_view l) {
+  size_t i = 0;
+  while (i < l.size()) {
+    size_t start = i;
+    while (i < l.size() && name_char(l[i], i == start) && l[i] != ':') ++i;
+    if (i == start || i + 1 >= l.size() || l[i] != '=' || l[i + 1] != '"') return false;
+    i += 2;
+    for (;;) {
+      if (i >= l.size() || l[i] == '\n') return false;
+      if (l[i] == '\\') {
+        if (i + 1 >= l.size()) return false;
+        i += 2;
+        continue;
+      }
+      if (l[i++] == '"') break;
+    }
+    if (i == l.size()) return true;
+    if (l[i++] != ',') return false;
+  }
+  return false;  // empty, or a trailing comma
+}
+
+}  // namespace
+
+std::optional<DataplaneStat> parse_dataplane_stat(std::string_view line) {
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+  size_t sp = line.rfind(' ');
+  if (sp == std::string_view::npos || sp == 0) return std::nullopt;
+  std::string_view key = line.substr(0, sp), num = line.substr(sp + 1);
+  DataplaneStat st;
+  auto r = std::from_chars(num.data(), num.data() + num.size(), st.value);
+  if (r.ec != std::errc() || r.ptr != num.data() + num.size()) return std::nullopt;
+  size_t brace = key.find('{');
+  std::string_view name = key.substr(0, brace);
+  if (brace != std::string_view::npos) {
+    if (key.back() != '}') return std::nullopt;
+    std::string_view labels = key.substr(brace + 1, key.size() - brace - 2);
+    if (!valid_labels(labels)) return std::nullopt;
+    st.labels = std::string(labels);
+  }
+  if (name.empty()) return std::nullopt;
+  for (size_t i = 0; i < name.size(); ++i)
+    if (!name_char(name[i], i == 0)) return std::nullopt;
+  st.name = std::string(name);
+  return st;
+}
+
+void write_dataplane_stats(MetricsWriter& w, const std::vector<DataplaneStat>& stats) {
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<const DataplaneStat*>> by_name;
+  for (const auto& s : stats) {
+    std::string n = s.name;
+    if (n.rfind("tern_dp_", 0) != 0)
+      n = n.rfind("tern_", 0) == 0 ? "tern_dp_" + n.substr(5) : "tern_dp_" + n;
+    auto [it, added] = by_name.try_emplace(n);
+    if (added) order.push_back(n);
+    it->second.push_back(&s);
+  }
+  for (const auto& name : order) {
+    constexpr std::string_view kTotal = "_total";
+    bool counter = name.size() > kTotal.size() &&
+                   name.compare(name.size() - kTotal.size(), kTotal.size(), kTotal) == 0;
+    std::string_view help;
+    if (counter) help = dp_help(std::string_view(name).substr(8, name.size() - 8 - kTotal.size()));
+    std::string fallback;
+    if (help.empty()) {
+      fallback = "tern-dataplane " + name.substr(8);
+      help = fallback;
+    }
+    w.family(name, counter ? MetricType::counter : MetricType::gauge, help);
+    for (const DataplaneStat* s : by_name[name]) w.sample_raw(name, s->labels, s->value);
+  }
+}
+
+std::string MetricsRegistry::render() const {
+  MetricsWriter w;
+  w.family("tern_build_info", MetricType::gauge, "tern version this tern-control was built from");
+  w.sample("tern_build_info", {{"version", TERN_VERSION}}, 1u);
+  for (const auto& c : collectors_) c(w);
+  return w.take();
+}
+
+}  // namespace tern::control

@@ -1,0 +1,100 @@
+#include "control/metrics.h"
+
+#include <gtest/gtest.h>
+
+#include "tern_build_config.h"
+
+namespace tern::control {
+namespace {
+
+TEST(Metrics, FamilyWrittenOnceWithHelpAndType) {
+  MetricsWriter w;
+  w.family("tern_x_total", MetricType::counter, "line one\nback\\slash");
+  w.sample("tern_x_total", {{"core", "0"}}, uint64_t{5});
+  w.family("tern_x_total", MetricType::counter, "ignored");
+  w.sample("tern_x_total", {{"core", "1"}}, uint64_t{7});
+  EXPECT_EQ(w.text(),
+            "# HELP tern_x_total line one\\nback\\\\slash\n"
+            "# TYPE tern_x_total counter\n"
+            "tern_x_total{core=\"0\"} 5\n"
+            "tern_x_total{core=\"1\"} 7\n");
+}
+
+TEST(Metrics, LargeCountersAreExact) {
+  MetricsWriter w;
+  w.sample("c", uint64_t{18446744073709551615ull});
+  EXPECT_EQ(w.text(), "c 18446744073709551615\n");  // a double would print 1.8446744073709552e+19
+}
+
+TEST(Metrics, LabelValuesEscaped) {
+  MetricsWriter w;
+  w.sample("g", {{"server", "a\"b\\c\nd"}}, 0.25);
+  EXPECT_EQ(w.text(), "g{server=\"a\\\"b\\\\c\\nd\"} 0.25\n");
+}
+
+TEST(Metrics, NamesSanitised) {
+  EXPECT_EQ(metric_name("tern_dp_", "rx-packets.v4", "_total"), "tern_dp_rx_packets_v4_total");
+  EXPECT_EQ(metric_name("", "9lives", ""), "_lives");
+}
+
+TEST(Metrics, ParsesDataplaneStatLines) {
+  auto a = parse_dataplane_stat("tern_dp_rx_packets_total{core=\"3\"} 12345");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->name, "tern_dp_rx_packets_total");
+  EXPECT_EQ(a->labels, "core=\"3\"");
+  EXPECT_EQ(a->value, 12345u);
+  auto b = parse_dataplane_stat("tern_cache_entries 9\r");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->labels, "");
+  EXPECT_TRUE(parse_dataplane_stat("x{reason=\"a\\\"b\",core=\"1\"} 1"));
+  EXPECT_FALSE(parse_dataplane_stat("x{core=\"3\"} -1"));
+  EXPECT_FALSE(parse_dataplane_stat("garbage"));
+  EXPECT_FALSE(parse_dataplane_stat("x{core=\"1\" 5"));
+  EXPECT_FALSE(parse_dataplane_stat("x{core=\"1} 5"));       // unterminated value
+  EXPECT_FALSE(parse_dataplane_stat("x{core=\"1\",} 5"));    // trailing comma
+  EXPECT_FALSE(parse_dataplane_stat("x{} 5"));
+  EXPECT_FALSE(parse_dataplane_stat("bad-name 5"));
+}
+
+TEST(Metrics, DataplaneStatsGroupedIntoFamilies) {
+  std::vector<DataplaneStat> st;
+  for (const char* l : {"tern_dp_rx_packets_total{core=\"0\"} 10", "tern_dp_drop_acl_total{core=\"0\"} 1",
+                        "tern_dp_rx_packets_total{core=\"1\"} 20", "tern_dp_drop_acl_total{core=\"1\"} 2",
+                        "tern_cache_entries 40", "tern_cache_hits_total 7"})
+    st.push_back(*parse_dataplane_stat(l));
+  MetricsWriter w;
+  write_dataplane_stats(w, st);
+  const std::string& t = w.text();
+  // One family per counter, samples together, help from the dataplane's counter table.
+  EXPECT_NE(t.find("# HELP tern_dp_rx_packets_total frames received from the NIC queue\n"
+                   "# TYPE tern_dp_rx_packets_total counter\n"
+                   "tern_dp_rx_packets_total{core=\"0\"} 10\n"
+                   "tern_dp_rx_packets_total{core=\"1\"} 20\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("tern_dp_drop_acl_total{core=\"1\"} 2\n"), std::string::npos) << t;
+  // The dataplane's cache is not tern-control's: its families move into tern_dp_.
+  EXPECT_NE(t.find("# TYPE tern_dp_cache_entries gauge\ntern_dp_cache_entries 40\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("# TYPE tern_dp_cache_hits_total counter\n"), std::string::npos) << t;
+  EXPECT_EQ(t.find("\ntern_cache"), std::string::npos) << t;
+}
+
+TEST(Metrics, RegistryStartsWithBuildInfoAndNeverResets) {
+  MetricsRegistry reg;
+  uint64_t counter = 41;
+  reg.add([&](MetricsWriter& w) {
+    w.single("tern_queries_total", MetricType::counter, "queries", counter);
+  });
+  std::string first = reg.render();
+  EXPECT_EQ(first.rfind("# HELP tern_build_info", 0), 0u);
+  EXPECT_NE(first.find(std::string("tern_build_info{version=\"") + TERN_VERSION + "\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(first.find("tern_queries_total 41\n"), std::string::npos);
+  counter = 42;
+  EXPECT_NE(reg.render().find("tern_queries_total 42\n"), std::string::npos);
+  EXPECT_NE(reg.render().find("tern_queries_total 42\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tern::control
