@@ -1,0 +1,905 @@
+// Cache implementation. The concurrency contract is in cache.h; this file keeps to it:
+// readers only load (acquire) slots and table pointers, writers hold their shard's mutex.
+#include "cache/cache.h"
+
+#include <algorithm>
+#include <bit>
+#include <limits>
+#include <new>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+namespace tern::cache {
+
+namespace {
+
+using wire::Status;
+
+constexpr uint64_t kEmpty = 0;
+constexpr uint64_t kTomb = 1;  // never a valid Entry address
+constexpr uint64_t kPtrMask = (uint64_t{1} << 48) - 1;
+constexpr uint64_t kOffline = std::numeric_limits<uint64_t>::max();
+constexpr size_t kMinSlots = 16;
+
+inline uint64_t pack(const Entry* e, uint64_t hash) noexcept {
+  return (hash & ~kPtrMask) | (reinterpret_cast<uintptr_t>(e) & kPtrMask);
+}
+inline Entry* unpack(uint64_t v) noexcept {
+  return reinterpret_cast<Entry*>(static_cast<uintptr_t>(v & kPtrMask));
+}
+inline bool live(uint64_t v) noexcept { return v > kTomb; }
+
+inline uint64_t mum(uint64_t a, uint64_t b) noexcept {
+  const __uint128_t r = static_cast<__uint128_t>(a) * b;
+  return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
+}
+
+inline Status label_type_error(uint8_t c) noexcept {
+  return (c & 0xC0) == 0x40 ? Status::label_too_long : Status::bad_label_type;
+}
+
+struct RejectText {
+  const char* id;
+  const char* text;
+};
+constexpr RejectText kRejectText[] = {
+#define X(name, text) {#name, text},
+    TERN_CACHE_REJECT(X)
+#undef X
+};
+
+}  // namespace
+
+const char* to_string(Reject r) noexcept {
+  const auto i = static_cast<size_t>(r);
+  return i < kRejectCount ? kRejectText[i].id : "unknown";
+}
+const char* describe(Reject r) noexcept {
+  const auto i = static_cast<size_t>(r);
+  return i < kRejectCount ? kRejectText[i].text : "unknown reason";
+}
+const char* to_string(NegKind k) noexcept {
+  switch (k) {
+    case NegKind::none: return "positive";
+    case NegKind::nxdomain: return "nxdomain";
+    case NegKind::nodata: return "nodata";
+    case NegKind::servfail: return "servfail";
+  }
+  return "unknown";
+}
+
+// ---- hashing and keys --------------------------------------------------------------------
+
+Hasher::Hasher(uint64_t seed) noexcept
+    : s0_(mum(seed ^ 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull) | 1),
+      s1_(mum(seed ^ 0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull) | 1) {}
+
+// wyhash-style: 64x64->128 multiply folded, keyed by two per-cache secrets. The name is
+// hashed 8 bytes at a time from the key buffer (zero-padded tail), then the rest of the
+// key and the length are folded in, so names of different lengths never collide by padding.
+uint64_t Hasher::hash(std::span<const uint8_t> name, uint16_t qtype, uint16_t qclass,
+                      uint8_t flags) const noexcept {
+  uint64_t h = s0_;
+  const size_t n = name.size();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, name.data() + i, 8);
+    h = mum(h ^ w, s1_);
+  }
+  if (i < n) {
+    uint64_t w = 0;
+    std::memcpy(&w, name.data() + i, n - i);
+    h = mum(h ^ w, s1_);
+  }
+  const uint64_t tail = (uint64_t{qtype} << 32) | (uint64_t{qclass} << 16) |
+                        (uint64_t{flags} << 8) | n;
+  return mum(h ^ tail ^ s0_, s1_ ^ 0x1d8e4e27c47d124full);
+}
+
+Status make_key(const Hasher& hs, std::span<const uint8_t> msg, size_t off, uint8_t flags,
+                Key& out, size_t* end) noexcept {
+  size_t p = off;
+  size_t len = 0;
+  for (;;) {
+    if (p >= msg.size()) return Status::truncated;
+    const uint8_t c = msg[p];
+    // A query's question is the first name in the message: nothing before it to point
+    // at, so a pointer here is malformed (RFC 1035 4.1.4).
+    if ((c & 0xC0) == 0xC0) return Status::compressed_question;
+    if (c & 0xC0) return label_type_error(c);
+    if (len + c + 1 > wire::kMaxNameLen) return Status::name_too_long;
+    if (c == 0) {
+      out.name[len++] = 0;
+      ++p;
+      break;
+    }
+    if (p + 1 + c > msg.size()) return Status::truncated;
+    out.name[len++] = c;
+    const uint8_t* src = msg.data() + p + 1;
+    for (size_t i = 0; i < c; ++i) out.name[len++] = wire::to_lower(src[i]);
+    p += size_t{c} + 1;
+  }
+  if (msg.size() - p < 4) return Status::truncated;
+  out.name_len = static_cast<uint8_t>(len);
+  out.qtype = wire::load16(msg.data() + p);
+  out.qclass = wire::load16(msg.data() + p + 2);
+  out.flags = flags;
+  out.hash = hs.hash({out.name, len}, out.qtype, out.qclass, flags);
+  *end = p + 4;
+  return Status::ok;
+}
+
+void make_key(const Hasher& hs, std::span<const uint8_t> name, uint16_t qtype, uint16_t qclass,
+              uint8_t flags, Key& out) noexcept {
+  const size_t n = std::min(name.size(), wire::kMaxNameLen);
+  for (size_t i = 0; i < n; ++i) out.name[i] = wire::to_lower(name[i]);
+  out.name_len = static_cast<uint8_t>(n);
+  out.qtype = qtype;
+  out.qclass = qclass;
+  out.flags = flags;
+  out.hash = hs.hash({out.name, n}, qtype, qclass, flags);
+}
+
+// ---- index table -------------------------------------------------------------------------
+
+namespace detail {
+
+// Open-addressing, linear probing. Slot = (hash tag in the top 16 bits, Entry address in
+// the low 48). Slots and the table pointer are the only things readers load.
+struct alignas(64) Table {
+  size_t cap;  // any size >= kMinSlots: home slots come from a multiply, not a mask
+  std::atomic<uint64_t>* slots() noexcept { return reinterpret_cast<std::atomic<uint64_t>*>(this + 1); }
+  const std::atomic<uint64_t>* slots() const noexcept {
+    return reinterpret_cast<const std::atomic<uint64_t>*>(this + 1);
+  }
+  size_t capacity() const noexcept { return cap; }
+  // Lemire's multiply-shift range reduction of the hash's low 32 bits (the slot tag is the
+  // top 16 bits, the shard bits 40-47: independent).
+  size_t home(uint64_t hash) const noexcept { return ((hash & 0xFFFFFFFFu) * cap) >> 32; }
+  size_t next(size_t i) const noexcept { return ++i == cap ? 0 : i; }
+  static size_t bytes(size_t cap) noexcept { return sizeof(Table) + cap * sizeof(uint64_t); }
+
+  static Table* create(size_t cap) {
+    void* mem = ::operator new(bytes(cap), std::align_val_t{64});
+    auto* t = new (mem) Table;
+    t->cap = cap;
+    for (size_t i = 0; i < cap; ++i) new (&t->slots()[i]) std::atomic<uint64_t>(kEmpty);
+    return t;
+  }
+  static void destroy(Table* t) noexcept { ::operator delete(t, std::align_val_t{64}); }
+};
+
+}  // namespace detail
+
+namespace {
+using detail::Table;
+void free_entry(Entry* e) noexcept { ::operator delete(static_cast<void*>(e)); }
+
+// Names are short: compare them in 8-byte words (the last word overlapping the previous
+// one) inline, rather than calling memcmp.
+inline bool same_name(const uint8_t* a, const uint8_t* b, size_t n) noexcept {
+  if (n < 8) {
+    uint8_t d = 0;
+    for (size_t i = 0; i < n; ++i) d |= a[i] ^ b[i];
+    return d == 0;
+  }
+  uint64_t x, y, d = 0;
+  for (size_t i = 0; i + 8 < n; i += 8) {
+    std::memcpy(&x, a + i, 8);
+    std::memcpy(&y, b + i, 8);
+    d |= x ^ y;
+  }
+  std::memcpy(&x, a + n - 8, 8);
+  std::memcpy(&y, b + n - 8, 8);
+  return (d | (x ^ y)) == 0;
+}
+
+bool key_matches(const Entry& e, const Key& k) noexcept {
+  return e.name().size() == k.name_len && e.qtype() == k.qtype && e.qclass() == k.qclass &&
+         e.key_flags() == k.flags && same_name(e.name().data(), k.name, k.name_len);
+}
+
+}  // namespace
+
+struct Cache::Shard {
+  alignas(64) std::atomic<Table*> table{nullptr};  // readers: acquire load; writer: release store
+
+  // Everything below: writer only, under mu. The atomics are gauges and counters also
+  // read (relaxed) by stats().
+  alignas(64) std::mutex mu;
+  size_t live = 0, tombs = 0, hand = 0;
+  uint64_t rng = 0x9e3779b97f4a7c15ull;  // eviction hand jumps; never 0
+  size_t bytes = 0;  // live entries + current table
+  struct Retired {
+    void* p;
+    uint64_t epoch;  // freeable once every online reader has seen this epoch
+    size_t bytes;
+    bool table;
+  };
+  std::vector<Retired> retired;
+  size_t retired_unstamped = 0;  // tail of `retired` not yet given an epoch
+  size_t retired_bytes = 0;
+  std::atomic<uint64_t> g_entries{0}, g_bytes{0}, g_slots{0}, g_retired{0};
+  std::atomic<uint64_t> inserts{0}, replaces{0}, evictions{0}, expired_evictions{0},
+      flushed{0}, rebuilds{0};
+};
+
+namespace {
+inline void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+}  // namespace
+
+// ---- construction ------------------------------------------------------------------------
+
+namespace {
+uint64_t random_seed() {
+  std::random_device rd;
+  return (uint64_t{rd()} << 32) ^ rd();
+}
+}  // namespace
+
+Cache::Cache(const Config& cfg) : Cache(cfg, random_seed()) {}
+
+Cache::Cache(const Config& cfg, uint64_t seed) : cfg_(cfg), hasher_(seed) {
+  if (cfg_.max_readers == 0) throw std::invalid_argument("cache: max_readers must be at least 1");
+  const unsigned shards = std::bit_ceil(std::clamp(cfg_.shards, 1u, 256u));
+  cfg_.shards = shards;
+  shard_mask_ = shards - 1;
+  shard_budget_ = cfg_.max_bytes / shards;
+  if (shard_budget_ < Table::bytes(kMinSlots) + 4096)
+    throw std::invalid_argument("cache: max_bytes " + std::to_string(cfg_.max_bytes) +
+                                " is too small for " + std::to_string(shards) +
+                                " shards; give at least " +
+                                std::to_string((Table::bytes(kMinSlots) + 4096) * shards));
+  for (unsigned i = 0; i < shards; ++i) {
+    auto s = std::make_unique<Shard>();
+    Table* t = Table::create(kMinSlots);
+    s->bytes = Table::bytes(kMinSlots);
+    s->g_bytes.store(s->bytes, std::memory_order_relaxed);
+    s->g_slots.store(kMinSlots, std::memory_order_relaxed);
+    s->table.store(t, std::memory_order_release);
+    s->rng ^= hasher_.seed0() * (i + 1);
+    if (s->rng == 0) s->rng = 1;
+    shards_.push_back(std::move(s));
+  }
+  readers_ = std::make_unique<ReaderSlot[]>(cfg_.max_readers);
+  for (unsigned i = 0; i < cfg_.max_readers; ++i) readers_[i].seen.store(kOffline);
+  for (auto& r : rejects_) r.store(0);
+  for (auto& m : malformed_) m.store(0);
+}
+
+Cache::~Cache() {
+  for (auto& s : shards_) {
+    Table* t = s->table.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < t->capacity(); ++i) {
+      const uint64_t v = t->slots()[i].load(std::memory_order_relaxed);
+      if (live(v)) free_entry(unpack(v));
+    }
+    Table::destroy(t);
+    for (auto& r : s->retired) {
+      if (r.table) Table::destroy(static_cast<Table*>(r.p));
+      else free_entry(static_cast<Entry*>(r.p));
+    }
+  }
+}
+
+size_t Cache::entry_bytes(size_t name_len, size_t n_ttls, size_t sections_len) noexcept {
+  // glibc malloc: 8-byte chunk header, 16-byte granularity, 32-byte minimum chunk.
+  const size_t req = sizeof(Entry) + name_len + 2 * n_ttls + sections_len;
+  return std::max<size_t>(32, (req + 8 + 15) & ~size_t{15});
+}
+
+// ---- readers -----------------------------------------------------------------------------
+
+ReaderId Cache::register_reader() {
+  std::lock_guard lk(reg_mu_);
+  for (unsigned i = 0; i < cfg_.max_readers; ++i) {
+    if (!readers_[i].registered.load(std::memory_order_relaxed)) {
+      readers_[i].registered.store(true, std::memory_order_relaxed);
+      // Widen the writers' scan before going online: online()'s RMW on epoch_ then
+      // publishes both the bound and the slot to any writer it races with.
+      if (i + 1 > reader_hwm_.load(std::memory_order_relaxed))
+        reader_hwm_.store(i + 1, std::memory_order_relaxed);
+      online(i);
+      return i;
+    }
+  }
+  throw std::runtime_error("cache: all " + std::to_string(cfg_.max_readers) +
+                           " reader slots are taken; raise Config::max_readers");
+}
+
+void Cache::unregister_reader(ReaderId r) noexcept {
+  std::lock_guard lk(reg_mu_);
+  readers_[r].seen.store(kOffline, std::memory_order_release);
+  readers_[r].registered.store(false, std::memory_order_relaxed);
+}
+
+void Cache::offline(ReaderId r) noexcept {
+  readers_[r].seen.store(kOffline, std::memory_order_release);
+}
+
+void Cache::online(ReaderId r) noexcept {
+  // Going online needs store-load ordering against a writer doing (unlink; epoch RMW; read
+  // `seen`). Both sides read-modify-write epoch_ after their store, so the two RMWs are
+  // ordered: if ours is later we acquire the writer's unlink, if it is later the writer
+  // acquires our `seen` and waits for us. No standalone fence (ThreadSanitizer models RMWs).
+  readers_[r].seen.store(epoch_.load(std::memory_order_acquire), std::memory_order_relaxed);
+  epoch_.fetch_add(0, std::memory_order_acq_rel);
+}
+
+uint64_t Cache::min_seen() const noexcept {
+  uint64_t m = kOffline;
+  const unsigned n = reader_hwm_.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i)
+    m = std::min(m, readers_[i].seen.load(std::memory_order_acquire));
+  return m;
+}
+
+void Cache::prefetch(const Key& k) const noexcept {
+  const Table* t = shard_for(k.hash).table.load(std::memory_order_acquire);
+  __builtin_prefetch(&t->slots()[t->home(k.hash)]);
+}
+
+const Entry* Cache::find(const Table* t, const Key& k) noexcept {
+  const std::atomic<uint64_t>* slots = t->slots();
+  const uint64_t tag = k.hash & ~kPtrMask;
+  size_t i = t->home(k.hash);
+  for (size_t n = 0; n < t->cap; ++n, i = t->next(i)) {
+    const uint64_t v = slots[i].load(std::memory_order_acquire);
+    if (v == kEmpty) break;
+    if (!live(v) || (v & ~kPtrMask) != tag) continue;
+    const Entry* e = unpack(v);
+    if (key_matches(*e, k)) return e;  // the tag only filters; the full key decides
+  }
+  return nullptr;
+}
+
+Lookup Cache::classify(ReaderSlot& rs, const Entry* e, uint32_t now_s,
+                       bool allow_stale) const noexcept {
+  if (e) {
+    const uint32_t age = now_s - e->stored_at_;
+    Lookup::Kind kind = Lookup::kMiss;
+    if (now_s < e->stored_at_ || age < e->ttl_)
+      kind = Lookup::kHit;
+    else if (allow_stale && age - e->ttl_ < stale_window_for(*e))
+      kind = Lookup::kStale;
+    // else expired: a miss; the writer replaces or evicts it.
+    if (kind != Lookup::kMiss) {
+      // CLOCK access bit: written only when clear, so a hot entry's line stays shared.
+      if (!e->ref_.load(std::memory_order_relaxed)) e->ref_.store(1, std::memory_order_relaxed);
+      bump(kind == Lookup::kHit ? rs.hits : rs.stale);
+      return {e, kind};
+    }
+  }
+  bump(rs.misses);
+  return {nullptr, Lookup::kMiss};
+}
+
+Lookup Cache::lookup(ReaderId r, const Key& k, uint32_t now_s, bool allow_stale) const noexcept {
+  const Table* t = shard_for(k.hash).table.load(std::memory_order_acquire);
+  return classify(readers_[r], find(t, k), now_s, allow_stale);
+}
+
+size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_t now_s,
+                           bool allow_stale, std::span<Lookup> out) const noexcept {
+  ReaderSlot& rs = readers_[r];
+  const size_t n = std::min(keys.size(), out.size());
+  size_t found = 0;
+  for (size_t base = 0; base < n; base += kBurst) {
+    const size_t m = std::min(kBurst, n - base);
+    const Table* tabs[kBurst];
+    const Entry* cand[kBurst];
+    // 1. Index lines.
+    for (size_t i = 0; i < m; ++i) {
+      const Key& k = *keys[base + i];
+      tabs[i] = shard_for(k.hash).table.load(std::memory_order_acquire);
+      __builtin_prefetch(&tabs[i]->slots()[tabs[i]->home(k.hash)]);
+    }
+    // 2. First tag match on each probe sequence; its entry header and name.
+    for (size_t i = 0; i < m; ++i) {
+      const Key& k = *keys[base + i];
+      const Table* t = tabs[i];
+      const uint64_t tag = k.hash & ~kPtrMask;
+      cand[i] = nullptr;
+      size_t j = t->home(k.hash);
+      for (size_t p = 0; p < t->cap; ++p, j = t->next(j)) {
+        const uint64_t v = t->slots()[j].load(std::memory_order_acquire);
+        if (v == kEmpty) break;
+        if (live(v) && (v & ~kPtrMask) == tag) {
+          cand[i] = unpack(v);
+          __builtin_prefetch(cand[i]);
+          __builtin_prefetch(reinterpret_cast<const uint8_t*>(cand[i]) + 48);
+          break;
+        }
+      }
+    }
+    // 3. Verify. A tag collision (1 in 65536 per probed slot) falls back to the full probe.
+    for (size_t i = 0; i < m; ++i) {
+      const Key& k = *keys[base + i];
+      const Entry* e = cand[i];
+      if (e && !key_matches(*e, k)) e = find(tabs[i], k);
+      out[base + i] = classify(rs, e, now_s, allow_stale);
+      found += out[base + i].kind != Lookup::kMiss;
+    }
+  }
+  return found;
+}
+
+size_t Cache::render(const Entry& e, uint32_t now_s, bool stale, std::span<uint8_t> out) noexcept {
+  const auto sec = e.sections();
+  if (out.size() < sec.size()) return 0;
+  std::memcpy(out.data(), sec.data(), sec.size());
+  const uint32_t age = now_s > e.stored_at_ ? now_s - e.stored_at_ : 0;
+  for (size_t i = 0; i < e.n_ttls_; ++i) {
+    uint8_t* p = out.data() + e.ttl_offset(i);
+    uint32_t v;
+    if (stale) {
+      v = e.stale_ttl_;  // RFC 8767 4: a stale answer carries a short TTL
+    } else {
+      const uint32_t t = wire::load32(p);
+      v = t > age ? t - age : 0;
+    }
+    wire::store32(p, v);
+  }
+  return sec.size();
+}
+
+// ---- writers -----------------------------------------------------------------------------
+
+void Cache::retire_locked(Shard& s, void* p, size_t bytes, bool is_table) {
+  s.retired.push_back({p, 0, bytes, is_table});
+  ++s.retired_unstamped;
+  s.retired_bytes += bytes;
+}
+
+// Stamps what this write retired with a fresh epoch, then frees whatever every online
+// reader has moved past.
+void Cache::reclaim_locked(Shard& s) {
+  if (s.retired_unstamped) {
+    const uint64_t e = epoch_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    for (size_t i = s.retired.size() - s.retired_unstamped; i < s.retired.size(); ++i)
+      s.retired[i].epoch = e;
+    s.retired_unstamped = 0;
+  }
+  if (s.retired.empty()) return;
+  const uint64_t m = min_seen();
+  size_t keep = 0;
+  for (auto& r : s.retired) {
+    if (r.epoch <= m) {
+      if (r.table) Table::destroy(static_cast<Table*>(r.p));
+      else free_entry(static_cast<Entry*>(r.p));
+      s.retired_bytes -= r.bytes;
+    } else {
+      s.retired[keep++] = r;
+    }
+  }
+  s.retired.resize(keep);
+  s.g_retired.store(s.retired_bytes, std::memory_order_relaxed);
+}
+
+void Cache::reclaim() {
+  for (auto& s : shards_) {
+    std::lock_guard lk(s->mu);
+    reclaim_locked(*s);
+  }
+}
+
+namespace {
+
+size_t entry_size(const Entry& e) noexcept {
+  return Cache::entry_bytes(e.name().size(), e.ttl_count(), e.sections_len());
+}
+
+// Writer-side probe: slot index holding key k, or SIZE_MAX.
+size_t find_slot(const Table* t, const Key& k) noexcept {
+  const uint64_t tag = k.hash & ~kPtrMask;
+  size_t i = t->home(k.hash);
+  for (size_t n = 0; n < t->cap; ++n, i = t->next(i)) {
+    const uint64_t v = t->slots()[i].load(std::memory_order_relaxed);
+    if (v == kEmpty) break;
+    if (live(v) && (v & ~kPtrMask) == tag && key_matches(*unpack(v), k)) return i;
+  }
+  return SIZE_MAX;
+}
+
+// First empty or tombstone slot on k's probe sequence. The table is never full (live +
+// tombstones stay below 4/5), so this always finds one.
+size_t free_slot(const Table* t, uint64_t hash) noexcept {
+  size_t i = t->home(hash);
+  for (;;) {
+    const uint64_t v = t->slots()[i].load(std::memory_order_relaxed);
+    if (!live(v)) return i;
+    i = t->next(i);
+  }
+}
+
+}  // namespace
+
+static_assert(sizeof(Entry) == 32, "Entry header grew: it is paid once per cached answer");
+
+struct EntryBuilder {
+  static Entry* build(const Key& k, std::span<const uint8_t> sections,
+                      const std::vector<uint16_t>& ttl_offs) {
+    const size_t size = sizeof(Entry) + k.name_len + 2 * ttl_offs.size() + sections.size();
+    void* mem = ::operator new(size);
+    if (reinterpret_cast<uintptr_t>(mem) & ~kPtrMask) {
+      ::operator delete(mem);
+      // Index slots keep a hash tag in the top 16 bits of the entry address.
+      throw std::runtime_error(
+          "cache: allocator returned an address above 2^48; the index needs 48-bit user "
+          "addresses (do not map the heap above 128 TiB)");
+    }
+    auto* e = new (mem) Entry;
+    e->name_len_ = k.name_len;
+    e->qtype_ = k.qtype;
+    e->qclass_ = k.qclass;
+    e->key_flags_ = k.flags;
+    e->n_ttls_ = static_cast<uint16_t>(ttl_offs.size());
+    e->sections_len_ = static_cast<uint16_t>(sections.size());
+    e->ref_.store(0, std::memory_order_relaxed);
+    uint8_t* d = e->data();
+    std::memcpy(d, k.name, k.name_len);
+    if (!ttl_offs.empty()) std::memcpy(d + k.name_len, ttl_offs.data(), 2 * ttl_offs.size());
+    std::memcpy(d + k.name_len + 2 * ttl_offs.size(), sections.data(), sections.size());
+    return e;
+  }
+  static uint8_t* sections(Entry* e) { return e->data() + e->name_len_ + 2 * e->n_ttls_; }
+};
+
+InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s) {
+  auto reject = [&](Reject why, Status st = Status::ok) {
+    add(rejects_[static_cast<size_t>(why)]);
+    if (why == Reject::malformed) add(malformed_[static_cast<size_t>(st)]);
+    return InsertResult{InsertResult::kRejected, why, st};
+  };
+
+  // 1. Whole-message validation (RFC 1035 4.1, RFC 6891 6.1) and the RR list.
+  wire::MessageInfo info;
+  struct Rec {
+    size_t ttl_off, rdata_off, end;
+    uint32_t ttl;
+    uint16_t type;
+    wire::Section section;
+  };
+  // Scratch reused across calls: writers for different shards may run on different threads.
+  thread_local std::vector<Rec> rrs;
+  thread_local std::vector<std::pair<size_t, size_t>> name_runs;
+  thread_local std::vector<uint8_t> is_ttl;
+  rrs.clear();
+  name_runs.clear();
+  Status st = wire::walk(
+      msg, &info,
+      [](void*, wire::Bytes, const wire::RR& rr) {
+        if (rr.type != wire::kTypeOPT)
+          rrs.push_back({rr.ttl_off, rr.rdata_off, rr.end, rr.ttl, rr.type, rr.section});
+        return true;
+      },
+      nullptr,
+      [](void*, size_t b, size_t e) { name_runs.emplace_back(b, e); }, nullptr);
+  if (st != Status::ok) return reject(Reject::malformed, st);
+  // render() rewrites TTL bytes, so no name may be read from them: a compression pointer
+  // aimed into a TTL field would turn into another name, or garbage, as the entry ages.
+  is_ttl.assign(msg.size(), 0);
+  for (const Rec& r : rrs) std::memset(&is_ttl[r.ttl_off], 1, 4);
+  for (const auto& [b, e] : name_runs)
+    for (size_t i = b; i < e; ++i)
+      if (is_ttl[i]) return reject(Reject::name_reads_ttl);
+  const wire::Header& h = info.header;
+  if (!(h.flags & wire::kFlagQR)) return reject(Reject::not_response);
+  if (h.opcode() != wire::kOpcodeQuery) return reject(Reject::bad_opcode);
+  if (h.qdcount != 1) return reject(Reject::bad_qdcount);
+  if (h.flags & wire::kFlagTC) return reject(Reject::truncated);
+  // The sections are stored without the OPT RR, so it has to be a removable tail.
+  if (info.opt.present && !info.opt.last) return reject(Reject::opt_not_last);
+
+  const uint16_t rcode = info.rcode();
+  if (rcode != wire::kRcodeNoError && rcode != wire::kRcodeNXDomain &&
+      rcode != wire::kRcodeServFail)
+    return reject(Reject::uncacheable_rcode);
+
+  // 2. The key, from the question exactly as a query would build it.
+  Key key;
+  size_t qend;
+  const uint8_t kflags = static_cast<uint8_t>((info.opt.do_bit ? kKeyDO : 0) |
+                                              ((h.flags & wire::kFlagCD) ? kKeyCD : 0));
+  st = make_key(hasher_, msg, wire::kHeaderSize, kflags, key, &qend);
+  if (st != Status::ok) return reject(Reject::malformed, st);
+
+  const size_t sec_off = info.sections_off;
+  const size_t sec_end = info.opt.present ? info.opt.rr_off : msg.size();
+  const size_t sec_len = sec_end - sec_off;
+  if (sec_len > 0xFFFF || rrs.size() > 0xFFFF) return reject(Reject::too_large);
+
+  // 3. Lifetime. RFC 2181 8: a TTL with the top bit set counts as 0.
+  auto rr_ttl = [](uint32_t t) { return (t & 0x80000000u) ? 0u : t; };
+  uint32_t ans_min = std::numeric_limits<uint32_t>::max();
+  bool have_soa = false;
+  uint32_t soa_ttl = 0, soa_min = 0;
+  for (const Rec& r : rrs) {
+    if (r.section == wire::Section::answer) ans_min = std::min(ans_min, rr_ttl(r.ttl));
+    if (r.section == wire::Section::authority && r.type == wire::kTypeSOA && !have_soa) {
+      have_soa = true;
+      soa_ttl = rr_ttl(r.ttl);
+      soa_min = rr_ttl(wire::load32(msg.data() + r.end - 4));  // MINIMUM, RFC 2308 4
+    }
+  }
+  NegKind neg;
+  uint32_t ttl;
+  uint32_t rr_cap;  // every stored RR TTL is clamped to this
+  if (rcode == wire::kRcodeServFail) {
+    neg = NegKind::servfail;
+    ttl = cfg_.servfail_ttl;
+    rr_cap = ttl;
+  } else if (rcode == wire::kRcodeNXDomain || h.ancount == 0) {
+    // RFC 2308 5: the negative TTL is min(SOA TTL, SOA MINIMUM); without an SOA the
+    // answer must not be cached.
+    neg = rcode == wire::kRcodeNXDomain ? NegKind::nxdomain : NegKind::nodata;
+    if (!have_soa) return reject(Reject::negative_without_soa);
+    ttl = std::min({soa_ttl, soa_min, cfg_.neg_ttl_cap});
+    if (h.ancount) ttl = std::min(ttl, ans_min);  // a CNAME chain ending in NXDOMAIN
+    ttl = std::min(std::max(ttl, cfg_.ttl_floor), cfg_.neg_ttl_cap);
+    rr_cap = ttl;
+  } else {
+    neg = NegKind::none;
+    ttl = std::min(std::max(ans_min, cfg_.ttl_floor), cfg_.ttl_cap);
+    rr_cap = cfg_.ttl_cap;
+  }
+  if (ttl == 0) return reject(Reject::zero_ttl);
+
+  thread_local std::vector<uint16_t> offs;
+  offs.clear();
+  for (const Rec& r : rrs) offs.push_back(static_cast<uint16_t>(r.ttl_off - sec_off));
+
+  const size_t bytes = entry_bytes(key.name_len, offs.size(), sec_len);
+  if (bytes + Table::bytes(kMinSlots) > shard_budget_) return reject(Reject::no_memory);
+
+  // 4. Build the immutable entry before taking the lock.
+  struct FreeEntry {
+    void operator()(Entry* p) const noexcept { free_entry(p); }
+  };
+  // Owned until published: an allocation failure in an index rebuild must not leak it.
+  std::unique_ptr<Entry, FreeEntry> owned(EntryBuilder::build(key, msg.subspan(sec_off, sec_len), offs));
+  Entry* e = owned.get();
+  e->stored_at_ = now_s;
+  e->ttl_ = ttl;
+  e->stale_ttl_ = static_cast<uint8_t>(std::min<uint32_t>(cfg_.stale_answer_ttl, 255));
+  e->neg_kind_ = static_cast<uint8_t>(neg);
+  e->flags_ = static_cast<uint16_t>(h.flags & ~wire::kFlagTC);
+  e->ancount_ = h.ancount;
+  e->nscount_ = h.nscount;
+  e->arcount_ = static_cast<uint16_t>(h.arcount - (info.opt.present ? 1 : 0));
+  uint8_t* sec = EntryBuilder::sections(e);
+  for (uint16_t off : offs) {
+    const uint32_t t = std::min(std::max(rr_ttl(wire::load32(sec + off)), cfg_.ttl_floor), rr_cap);
+    wire::store32(sec + off, t);
+  }
+
+  // 5. Publish.
+  Shard& s = shard_for(key.hash);
+  std::lock_guard lk(s.mu);
+  Table* t = s.table.load(std::memory_order_relaxed);
+  const size_t at = find_slot(t, key);
+  InsertResult res{InsertResult::kInserted, Reject::none, Status::ok};
+  if (at != SIZE_MAX) {
+    Entry* old = unpack(t->slots()[at].load(std::memory_order_relaxed));
+    // RFC 8767: a failing upstream must not wipe an answer we can still serve.
+    if (neg == NegKind::servfail && old->neg_kind() != NegKind::servfail &&
+        now_s - old->stored_at_ < uint64_t{old->ttl_} + stale_window_for(*old)) {
+      return reject(Reject::servfail_over_stale);
+    }
+    t->slots()[at].store(pack(owned.release(), key.hash), std::memory_order_release);
+    const size_t ob = entry_size(*old);
+    retire_locked(s, old, ob, false);
+    s.bytes = s.bytes - ob + bytes;
+    add(s.replaces);
+    res.outcome = InsertResult::kReplaced;
+  } else {
+    if ((s.live + s.tombs + 1) * 5 > t->capacity() * 4) t = rebuild_locked(s, s.live + 1);
+    const size_t i = free_slot(t, key.hash);
+    if (t->slots()[i].load(std::memory_order_relaxed) == kTomb) --s.tombs;
+    t->slots()[i].store(pack(owned.release(), key.hash), std::memory_order_release);
+    ++s.live;
+    s.bytes += bytes;
+    add(s.inserts);
+  }
+  evict_locked(s, now_s, e);
+  reclaim_locked(s);
+  s.g_entries.store(s.live, std::memory_order_relaxed);
+  s.g_bytes.store(s.bytes, std::memory_order_relaxed);
+  return res;
+}
+
+// New table sized for `want` live entries; publishes it and retires the
+// old one. Readers on the old table still find every entry it held.
+Table* Cache::rebuild_locked(Shard& s, size_t want) {
+  Table* old = s.table.load(std::memory_order_relaxed);
+  // 3/5 full after the rebuild, rebuilt again at 4/5 including tombstones: the index costs
+  // about 8 / 0.7 bytes per entry, linear probes stay within a line or two, and a table
+  // full of tombstones is compacted rather than grown.
+  const size_t cap = std::max(kMinSlots, (want * 5 + 2) / 3);
+  Table* t = Table::create(cap);
+  for (size_t i = 0; i < old->capacity(); ++i) {
+    const uint64_t v = old->slots()[i].load(std::memory_order_relaxed);
+    if (!live(v)) continue;
+    // The slot tag is the top of the hash; the probe start needs the low bits, so
+    // recompute the hash from the entry's key.
+    const Entry* e = unpack(v);
+    const uint64_t h = hasher_.hash(e->name(), e->qtype(), e->qclass(), e->key_flags());
+    t->slots()[free_slot(t, h)].store(v, std::memory_order_relaxed);
+  }
+  s.table.store(t, std::memory_order_release);
+  s.bytes = s.bytes - Table::bytes(old->capacity()) + Table::bytes(cap);
+  retire_locked(s, old, Table::bytes(old->capacity()), true);
+  s.tombs = 0;
+  s.hand = 0;
+  add(s.rebuilds);
+  s.g_slots.store(cap, std::memory_order_relaxed);
+  return t;
+}
+
+// CLOCK with a wandering hand. An entry past its stale window goes whatever its access
+// bit; otherwise a set bit is cleared and buys the entry time until the hand comes back.
+// The hand sweeps short runs from random positions instead of going round in slot order:
+// with linear probing, evicting in slot order would leave every hole just behind the hand
+// and turn the rest of the table into one long run that new keys must probe through.
+// Random runs keep holes spread like the hash. `keep` (just inserted) is spared.
+void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
+  constexpr size_t kRun = 16;
+  Table* t = s.table.load(std::memory_order_relaxed);
+  size_t steps = 4 * t->capacity() + kRun;
+  size_t run = 0;
+  while (s.bytes > shard_budget_ && steps-- > 0) {
+    if (run == 0) {
+      s.rng ^= s.rng << 13;  // xorshift64
+      s.rng ^= s.rng >> 7;
+      s.rng ^= s.rng << 17;
+      s.hand = t->home(s.rng);
+      run = kRun;
+    }
+    --run;
+    const size_t i = s.hand;
+    s.hand = t->next(s.hand);
+    const uint64_t v = t->slots()[i].load(std::memory_order_relaxed);
+    if (!live(v)) continue;
+    Entry* e = unpack(v);
+    if (e == keep) continue;
+    const bool dead = now_s - e->stored_at_ >= uint64_t{e->ttl_} + stale_window_for(*e) &&
+                      now_s >= e->stored_at_;
+    if (!dead && e->ref_.load(std::memory_order_relaxed)) {
+      e->ref_.store(0, std::memory_order_relaxed);
+      continue;
+    }
+    t->slots()[i].store(kTomb, std::memory_order_release);
+    --s.live;
+    ++s.tombs;
+    const size_t b = entry_size(*e);
+    s.bytes -= b;
+    retire_locked(s, e, b, false);
+    add(dead ? s.expired_evictions : s.evictions);
+    run = 0;
+  }
+}
+
+template <class Pred>
+size_t Cache::flush_if(Pred&& pred) {
+  size_t n = 0;
+  for (auto& sp : shards_) {
+    Shard& s = *sp;
+    std::lock_guard lk(s.mu);
+    Table* t = s.table.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < t->capacity(); ++i) {
+      const uint64_t v = t->slots()[i].load(std::memory_order_relaxed);
+      if (!live(v) || !pred(*unpack(v))) continue;
+      Entry* e = unpack(v);
+      t->slots()[i].store(kTomb, std::memory_order_release);
+      --s.live;
+      ++s.tombs;
+      const size_t b = entry_size(*e);
+      s.bytes -= b;
+      retire_locked(s, e, b, false);
+      add(s.flushed);
+      ++n;
+    }
+    reclaim_locked(s);
+    s.g_entries.store(s.live, std::memory_order_relaxed);
+    s.g_bytes.store(s.bytes, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+size_t Cache::flush_all() {
+  return flush_if([](const Entry&) { return true; });
+}
+
+size_t Cache::flush_name(std::span<const uint8_t> name) {
+  return flush_if([&](const Entry& e) {
+    return e.name().size() == name.size() &&
+           wire::compare_canonical(e.name(), name) == 0;
+  });
+}
+
+size_t Cache::flush_subtree(std::span<const uint8_t> name) {
+  return flush_if([&](const Entry& e) { return wire::is_subdomain(e.name(), name); });
+}
+
+// ---- inspection --------------------------------------------------------------------------
+
+bool Cache::dump(const std::function<void(const EntryInfo&)>& fn) const {
+  auto* self = const_cast<Cache*>(this);  // reader registration is internal bookkeeping
+  ReaderId r;
+  try {
+    r = self->register_reader();
+  } catch (const std::runtime_error&) {
+    return false;
+  }
+  struct Unreg {
+    Cache* c;
+    ReaderId r;
+    ~Unreg() { c->unregister_reader(r); }
+  } unreg{self, r};
+  for (unsigned si = 0; si < shards_.size(); ++si) {
+    const Table* t = shards_[si]->table.load(std::memory_order_acquire);
+    for (size_t i = 0; i < t->capacity(); ++i) {
+      const uint64_t v = t->slots()[i].load(std::memory_order_acquire);
+      if (!live(v)) continue;
+      const Entry* e = unpack(v);
+      EntryInfo info{e->name(),      e->qtype(),   e->qclass(),       e->key_flags(),
+                     e->rcode(),     e->neg_kind(), e->ancount(),     e->nscount(),
+                     e->arcount(),   e->stored_at(), e->ttl(),         stale_window_for(*e),
+                     e->sections_len(), entry_size(*e), si,            e->referenced()};
+      fn(info);
+    }
+    self->quiescent(r);  // no entry pointer is held across this point
+  }
+  return true;
+}
+
+Stats Cache::stats() const {
+  Stats st;
+  st.max_bytes = cfg_.max_bytes;
+  for (const auto& sp : shards_) {
+    const Shard& s = *sp;
+    ShardStats x;
+    x.entries = s.g_entries.load(std::memory_order_relaxed);
+    x.bytes = s.g_bytes.load(std::memory_order_relaxed);
+    x.index_slots = s.g_slots.load(std::memory_order_relaxed);
+    x.inserts = s.inserts.load(std::memory_order_relaxed);
+    x.replaces = s.replaces.load(std::memory_order_relaxed);
+    x.evictions = s.evictions.load(std::memory_order_relaxed);
+    x.expired_evictions = s.expired_evictions.load(std::memory_order_relaxed);
+    x.flushed = s.flushed.load(std::memory_order_relaxed);
+    x.index_rebuilds = s.rebuilds.load(std::memory_order_relaxed);
+    st.retired_bytes += s.g_retired.load(std::memory_order_relaxed);
+    st.total.entries += x.entries;
+    st.total.bytes += x.bytes;
+    st.total.index_slots += x.index_slots;
+    st.total.inserts += x.inserts;
+    st.total.replaces += x.replaces;
+    st.total.evictions += x.evictions;
+    st.total.expired_evictions += x.expired_evictions;
+    st.total.flushed += x.flushed;
+    st.total.index_rebuilds += x.index_rebuilds;
+    st.shards.push_back(x);
+  }
+  for (unsigned i = 0; i < cfg_.max_readers; ++i) {
+    const ReaderSlot& r = readers_[i];
+    ReaderStats x;
+    x.registered = r.registered.load(std::memory_order_relaxed);
+    x.hits = r.hits.load(std::memory_order_relaxed);
+    x.misses = r.misses.load(std::memory_order_relaxed);
+    x.stale = r.stale.load(std::memory_order_relaxed);
+    st.hits += x.hits;
+    st.misses += x.misses;
+    st.stale += x.stale;
+    st.readers.push_back(x);
+  }
+  for (size_t i = 0; i < kRejectCount; ++i) st.rejects[i] = rejects_[i].load(std::memory_order_relaxed);
+  for (size_t i = 0; i < wire::kStatusCount; ++i)
+    st.malformed[i] = malformed_[i].load(std::memory_order_relaxed);
+  return st;
+}
+
+}  // namespace tern::cache
