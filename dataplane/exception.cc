@@ -266,6 +266,9 @@ struct Service {
     if (c.addrs && c.addrs->poll()) k.add(SvcCounter::addr_updates);
     pick_up_service();
     if (c.own_worker) worker_housekeeping(*c.own_worker);
+    // The service thread is the cache's only writer; freeing retired entries here too
+    // means a shard that stops being written to still returns its memory.
+    c.cache->reclaim();
   }
 };
 

@@ -73,11 +73,11 @@ EOF
 }
 sum() { ctl stats | awk -v n="tern_dp_$1_total" '$1 ~ "^"n"[{]" { s += $2 } END { print s + 0 }'; }
 
-[[ -f /run/ternlab/lab.env ]] && LAB_WAS_UP=1
+"$LAB" status >/dev/null 2>&1 && LAB_WAS_UP=1
 say "starting the lab (authoritative servers in namespaces)"
 "$LAB" start
 # shellcheck disable=SC1091
-source /run/ternlab/lab.env
+eval "$("$LAB" env)"
 
 say "node $NODE: $DP (built-in lab-tap profile)"
 ip netns add "$NODE"

@@ -91,10 +91,10 @@ q() { ip netns exec "$1" kdig +time=3 +retry=1 "${@:2}"; }
 # The answer section's records without TTLs, sorted: "same answer, TTLs aside".
 rrs() { awk '/ANSWER SECTION/ { a = 1; next } /^;;/ { a = 0 } a && NF >= 5 { $2 = ""; print }' | sort; }
 
-[[ -f /run/ternlab/lab.env ]] && LAB_WAS_UP=1
+"$LAB" status >/dev/null 2>&1 && LAB_WAS_UP=1
 "$LAB" start
 # shellcheck disable=SC1091
-source /run/ternlab/lab.env
+eval "$("$LAB" env)"
 
 log "node namespace $NODE, tern-dataplane (built-in lab-tap profile)"
 ip netns add "$NODE"

@@ -101,10 +101,10 @@ trap 'exit 130' INT TERM
 } >"$OUT/machine.txt"
 
 # A lab that exists (even partly) when we start belongs to someone else: never stop it.
-[[ -f /run/ternlab/lab.env ]] && LAB_WAS_UP=1
+"$LAB" status >/dev/null 2>&1 && LAB_WAS_UP=1
 "$LAB" start >/dev/null
 # shellcheck disable=SC1091
-source /run/ternlab/lab.env
+eval "$("$LAB" env)"
 "$LAB" attach-ns "$CLI" "$CLI4/16" "2001:2::118/64" >/dev/null
 
 # ------------------------------------------------------------------ query sets ----

@@ -1,0 +1,122 @@
+// Stage 1 of the fast path: classify one received frame and, when it is a DNS query for us,
+// produce a validated view of it.
+//
+// Every length that comes from the wire is checked here, once (STYLE.md rule 4); answer.cc and the
+// worker only use the offsets in Query. Works on plain bytes so the unit tests and the fuzzer need
+// no NIC, no mbuf and no EAL.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+
+#include "counters.h"
+
+namespace tern::dp {
+
+// The service addresses (those Linux has on the exception interface), copied into each worker at
+// housekeeping: the hot path compares against this flat copy, never against shared memory.
+struct ServiceView {
+  static constexpr size_t kMax = 32;  // per family; more are ignored (see ServiceAddrs in worker.h)
+  uint8_t n4 = 0, n6 = 0;
+  uint8_t v4[kMax][4] = {};
+  uint8_t v6[kMax][16] = {};
+
+  bool has_v4(const uint8_t* a) const {
+    for (unsigned i = 0; i < n4; ++i)
+      if (std::memcmp(v4[i], a, 4) == 0) return true;
+    return false;
+  }
+  bool has_v6(const uint8_t* a) const {
+    for (unsigned i = 0; i < n6; ++i)
+      if (std::memcmp(v6[i], a, 16) == 0) return true;
+    return false;
+  }
+};
+
+// Validated view of a DNS query frame. Offsets are from the start of the frame.
+struct Query {
+  uint16_t l3 = 0;        // IPv4 or IPv6 header (after Ethernet and 0..2 VLAN tags)
+  uint16_t l4 = 0;        // UDP header
+  uint16_t dns = 0;       // DNS header
+  uint16_t dns_len = 0;   // DNS message length, from the UDP length
+  uint16_t qend = 0;      // offset of the byte after QCLASS, relative to dns
+  uint16_t opt = 0;       // offset of the OPT RR relative to dns (0: no EDNS)
+  uint16_t qtype = 0, qclass = 0;
+  uint16_t hdr_flags = 0;  // DNS header flags word as received (QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode)
+  uint16_t edns_size = 0;  // requestor's UDP payload size (RFC 6891 6.2.3), 512 when it said less
+  bool v6 = false;
+  bool edns = false;
+  bool edns_do = false;    // DO bit (RFC 3225)
+  uint8_t vlans = 0;
+};
+
+// Checksums the NIC already verified (DPDK RX offload: RTE_MBUF_F_RX_IP_CKSUM_GOOD,
+// RTE_MBUF_F_RX_L4_CKSUM_GOOD); those are not summed again. Anything else is verified here.
+struct RxVerified {
+  bool ip_cksum = false;
+  bool l4_cksum = false;
+};
+
+// Returns Counter::query_ok with `out` filled, or the punt/drop reason (kind_of() tells which).
+Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& out, RxVerified hw = {});
+
+// Internet checksum (RFC 1071). The sum is taken over bytes as they lie in memory (byte-order
+// independent, RFC 1071 2(B)), so the folded value is stored back with memcpy, no swapping.
+// Every chunk but the last must have an even length.
+inline uint64_t csum_acc(uint64_t acc, const uint8_t* p, size_t n) {
+  // 64-bit native loads with end-around carry (RFC 1071 4.2): 2^64 = 1 modulo 2^16 - 1, so a 64-bit
+  // one's complement sum folds to the same 16-bit sum, with a quarter of the additions.
+  auto add = [&acc](uint64_t w) {
+    acc += w;
+    acc += acc < w;
+  };
+  while (n >= 16) {
+    uint64_t a, b;
+    std::memcpy(&a, p, 8);
+    std::memcpy(&b, p + 8, 8);
+    add(a);
+    add(b);
+    p += 16;
+    n -= 16;
+  }
+  if (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    add(w);
+    p += 8;
+    n -= 8;
+  }
+  if (n >= 4) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    add(w);
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    uint16_t w;
+    std::memcpy(&w, p, 2);
+    add(w);
+    p += 2;
+    n -= 2;
+  }
+  if (n) {
+    uint8_t pad[2] = {p[0], 0};  // odd length: pad with a zero octet (RFC 768)
+    uint16_t w;
+    std::memcpy(&w, pad, 2);
+    add(w);
+  }
+  return acc;
+}
+
+inline uint16_t csum_fold(uint64_t acc) {
+  uint64_t r = (acc & 0xFFFFFFFFu) + (acc >> 32);  // <= 2^33
+  r = (r & 0xFFFFFFFFu) + (r >> 32);                // <= 2^32
+  r = (r & 0xFFFFu) + (r >> 16);
+  r = (r & 0xFFFFu) + (r >> 16);
+  return static_cast<uint16_t>(r);
+}
+
+}  // namespace tern::dp

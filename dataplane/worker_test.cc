@@ -1,0 +1,301 @@
+// The worker's stages and its loop on real mbufs: EAL with --no-huge --in-memory, a small mempool,
+// and for the loop a ring PMD port. No NIC, no hugepages, no root.
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <rte_eal.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include <chrono>
+#include <thread>
+
+#include "test_packets.h"
+
+namespace tern::dp {
+namespace {
+
+using test::Bytes;
+using test::QuerySpec;
+
+rte_mempool* pool() {
+  static rte_mempool* mp = [] {
+    // --no-huge implies legacy memory, which --in-memory refuses; --no-shconf keeps parallel test
+    // processes (and other DPDK programs) from meeting in a shared runtime directory.
+    const char* argv[] = {"fastpath_test", "--no-huge", "--no-shconf", "-m", "256", "--no-pci",
+                          "--no-telemetry", "--log-level=*:error", "-l", "0"};
+    int rc = rte_eal_init(static_cast<int>(std::size(argv)), const_cast<char**>(argv));
+    if (rc < 0) {
+      ADD_FAILURE() << "rte_eal_init: " << rte_strerror(rte_errno);
+      return static_cast<rte_mempool*>(nullptr);
+    }
+    return rte_pktmbuf_pool_create("fastpath_test", 2047, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+  }();
+  return mp;
+}
+
+rte_mbuf* mbuf(const Bytes& f) {
+  rte_mbuf* m = rte_pktmbuf_alloc(pool());
+  EXPECT_NE(m, nullptr);
+  char* p = rte_pktmbuf_append(m, static_cast<uint16_t>(f.size()));
+  EXPECT_NE(p, nullptr);
+  std::memcpy(p, f.data(), f.size());
+  return m;
+}
+
+Bytes bytes(const rte_mbuf* m) {
+  const uint8_t* p = rte_pktmbuf_mtod(m, const uint8_t*);
+  return Bytes(p, p + rte_pktmbuf_data_len(m));
+}
+
+QuerySpec v6spec() {
+  QuerySpec s;
+  s.v6 = true;
+  s.src = "2001:2::100";
+  s.dst = "2001:2::53";
+  return s;
+}
+
+struct WorkerTest : ::testing::Test {
+  cache::Cache cache{cache::Config{}, 7};
+  PolicySlot policy;
+  ServiceAddrs service;
+  std::atomic<bool> stop{false};
+  Worker* w = nullptr;
+
+  void SetUp() override {
+    ASSERT_NE(pool(), nullptr);
+    auto addrs = std::make_shared<ServiceAddrSet>();
+    addrs->v4.push_back({198, 18, 0, 53});
+    std::array<uint8_t, 16> a6;
+    inet_pton(AF_INET6, "2001:2::53", a6.data());
+    addrs->v6.push_back(a6);
+    service.publish(addrs);
+    set_policy("198.18.0.0/16,2001:2::/48", true, 1000, 100, true);
+    WorkerConf c;
+    c.cache = &cache;
+    c.policy = &policy;
+    c.service = &service;
+    c.stop = &stop;
+    std::string err;
+    w = worker_create(c, &err);
+    ASSERT_NE(w, nullptr) << err;
+  }
+  void TearDown() override { worker_destroy(w); }
+
+  void set_policy(const char* allow, bool refuse, uint32_t rate, uint32_t burst, bool stale) {
+    auto p = std::make_shared<Policy>();
+    std::string err;
+    ASSERT_TRUE(p->allow.add_list(allow, &err)) << err;
+    p->refuse_outside = refuse;
+    p->miss_rate_qps = rate;
+    p->miss_burst = burst;
+    p->stale_on_limit = stale;
+    policy.publish(p);
+  }
+
+  void store(QuerySpec s, uint32_t ttl, uint32_t at) {
+    const Bytes rdata = s.v6 ? Bytes{198, 18, 2, 2} : Bytes{198, 18, 1, 1};
+    s.qtype = 1;
+    auto r = cache.insert_response(test::dns_response(s, ttl, 0x0180, rdata), at);
+    ASSERT_TRUE(r.stored()) << cache::to_string(r.reason);
+  }
+
+  struct Run {
+    std::vector<Bytes> tx, exc;
+  };
+  Run run(const std::vector<Bytes>& frames) {
+    std::vector<rte_mbuf*> in;
+    for (const Bytes& f : frames) in.push_back(mbuf(f));
+    rte_mbuf* tx[kBurst];
+    rte_mbuf* exc[kBurst];
+    const BurstOut o = process_burst(*w, in, tx, exc);
+    Run r;
+    for (unsigned i = 0; i < o.n_tx; ++i) r.tx.push_back(bytes(tx[i]));
+    for (unsigned i = 0; i < o.n_exc; ++i) r.exc.push_back(bytes(exc[i]));
+    rte_pktmbuf_free_bulk(tx, o.n_tx);
+    rte_pktmbuf_free_bulk(exc, o.n_exc);
+    worker_housekeeping(*w);  // publish counters
+    return r;
+  }
+  uint64_t c(Counter x) const { return w->counter(x); }
+};
+
+uint16_t flags_of(const Bytes& f, size_t dns) { return static_cast<uint16_t>(f[dns + 2] << 8 | f[dns + 3]); }
+
+TEST_F(WorkerTest, MixedBurstEachFrameGoesWhereItShould) {
+  QuerySpec hit;
+  hit.qname = "Hit.Lab.";
+  store(hit, 300, w->now_s);
+  QuerySpec hit6 = v6spec();
+  hit6.qname = "hit.lab.";
+  QuerySpec miss;
+  miss.qname = "miss.lab.";
+  QuerySpec outside;
+  outside.src = "192.0.2.1";
+  Bytes arp = test::query_frame(QuerySpec{});
+  arp[12] = 0x08;
+  arp[13] = 0x06;
+  Bytes bad = test::query_frame(hit);
+  bad.back() ^= 1;  // UDP checksum now wrong
+
+  const Bytes miss_frame = test::query_frame(miss);
+  Run r = run({test::query_frame(hit), miss_frame, arp, bad, test::query_frame(outside),
+               test::query_frame(hit6)});
+  ASSERT_EQ(r.tx.size(), 3u);
+  ASSERT_EQ(r.exc.size(), 2u);
+  // REFUSED is built in stage 1, hits in stage 3.
+  EXPECT_EQ(flags_of(r.tx[0], 42), 0x8105) << "outside the allow list: REFUSED";
+  EXPECT_EQ(flags_of(r.tx[1], 42), 0x8180);
+  EXPECT_EQ(flags_of(r.tx[2], 62), 0x8180);
+  // Stage 1 punts (ARP) leave before stage 3 punts (misses).
+  EXPECT_EQ(r.exc[0], arp) << "ARP reaches Linux unchanged";
+  EXPECT_EQ(r.exc[1], miss_frame) << "a miss reaches the resolver unchanged";
+  EXPECT_EQ(c(Counter::rx_packets), 6u);
+  EXPECT_EQ(c(Counter::answer_hit), 2u);
+  EXPECT_EQ(c(Counter::answer_refused), 1u);
+  EXPECT_EQ(c(Counter::miss_punted), 1u);
+  EXPECT_EQ(c(Counter::punt_not_ip), 1u);
+  EXPECT_EQ(c(Counter::drop_udp_checksum), 1u);
+  EXPECT_EQ(c(Counter::query_ok), 4u);
+}
+
+TEST_F(WorkerTest, PolicyChangesAtHousekeepingOnly) {
+  QuerySpec outside;
+  outside.src = "192.0.2.1";
+  set_policy("198.18.0.0/16", false, 1000, 100, true);  // drop instead of REFUSED
+  Run r = run({test::query_frame(outside)});
+  EXPECT_EQ(r.tx.size(), 1u) << "the old policy holds until the next housekeeping pass";
+  r = run({test::query_frame(outside)});
+  EXPECT_TRUE(r.tx.empty());
+  EXPECT_EQ(c(Counter::drop_acl), 1u);
+  EXPECT_EQ(c(Counter::answer_refused), 1u);
+  set_policy("192.0.2.0/24", true, 1000, 100, true);
+  worker_housekeeping(*w);
+  r = run({test::query_frame(outside)});
+  EXPECT_EQ(r.exc.size(), 1u) << "now allowed: a miss goes to the resolver";
+}
+
+TEST_F(WorkerTest, MissBudgetThenStaleThenDrop) {
+  set_policy("198.18.0.0/16", true, 1, 2, true);
+  worker_housekeeping(*w);
+  QuerySpec old;
+  old.qname = "old.lab.";
+  store(old, 10, w->now_s - 100);  // expired 90 s ago: stale
+  std::vector<Bytes> frames;
+  for (int i = 0; i < 5; ++i) {
+    QuerySpec s;
+    s.qname = "flood" + std::to_string(i) + ".lab.";
+    frames.push_back(test::query_frame(s));
+  }
+  frames.push_back(test::query_frame(old));
+  // One burst: one TSC reading, so no token comes back in between.
+  Run r = run(frames);
+  EXPECT_EQ(r.exc.size(), 2u) << "burst of 2 misses goes to the resolver";
+  EXPECT_EQ(c(Counter::drop_rate_limited), 3u);
+  ASSERT_EQ(r.tx.size(), 1u) << "over the limit a stale entry is answered (RFC 8767)";
+  EXPECT_EQ(c(Counter::answer_stale), 1u);
+  const size_t rr = 42 + 12 + test::name_wire(old.qname).size() + 4;
+  EXPECT_EQ(r.tx[0][rr + 9], cache.config().stale_answer_ttl);
+
+  set_policy("198.18.0.0/16", true, 1, 1, false);  // stale off: the stale entry is a plain miss
+  worker_housekeeping(*w);
+  r = run({test::query_frame(old), test::query_frame(old)});
+  EXPECT_EQ(r.exc.size(), 1u);
+  EXPECT_TRUE(r.tx.empty());
+  EXPECT_EQ(c(Counter::drop_rate_limited), 4u);
+}
+
+TEST_F(WorkerTest, ServiceAddressMovesAtHousekeeping) {
+  QuerySpec s;
+  s.dst = "198.18.0.54";
+  store(s, 300, w->now_s);
+  EXPECT_EQ(run({test::query_frame(s)}).exc.size(), 1u);
+  EXPECT_EQ(c(Counter::punt_not_ours), 1u);
+  auto addrs = std::make_shared<ServiceAddrSet>();
+  addrs->v4.push_back({198, 18, 0, 54});  // a VIP moved here
+  service.publish(addrs);
+  worker_housekeeping(*w);
+  EXPECT_EQ(run({test::query_frame(s)}).tx.size(), 1u);
+}
+
+// The real loop on a ring PMD port: answers come out of the TX ring, the loop sleeps when idle,
+// the heartbeat moves, and the stop flag ends it.
+TEST_F(WorkerTest, LoopOnRingPortAnswersAndStops) {
+  rte_ring* rxr = rte_ring_create("wt_rx", 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* txr = rte_ring_create("wt_tx", 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* exr = rte_ring_create("wt_exc", 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  ASSERT_TRUE(rxr && txr && exr);
+  const int port = rte_eth_from_rings("wt_port", &rxr, 1, &txr, 1, SOCKET_ID_ANY);
+  ASSERT_GE(port, 0) << rte_strerror(rte_errno);
+  const uint16_t pid = static_cast<uint16_t>(port);
+  rte_eth_conf conf{};
+  ASSERT_EQ(rte_eth_dev_configure(pid, 1, 1, &conf), 0);
+  ASSERT_EQ(rte_eth_rx_queue_setup(pid, 0, 256, SOCKET_ID_ANY, nullptr, pool()), 0);
+  ASSERT_EQ(rte_eth_tx_queue_setup(pid, 0, 256, SOCKET_ID_ANY, nullptr), 0);
+  ASSERT_EQ(rte_eth_dev_start(pid), 0);
+
+  worker_destroy(w);
+  WorkerConf c;
+  c.port = static_cast<uint16_t>(port);
+  c.cache = &cache;
+  c.policy = &policy;
+  c.service = &service;
+  c.stop = &stop;
+  c.exception_ring = exr;
+  c.idle = IdleMode::kSleep;
+  c.sleep_max_us = 200;
+  std::string err;
+  w = worker_create(c, &err);
+  ASSERT_NE(w, nullptr) << err;
+  QuerySpec s;
+  store(s, 300, w->now_s);
+
+  constexpr unsigned kN = 100;
+  std::thread t([&] { worker_loop(*w); });
+  for (unsigned i = 0; i < kN; ++i) {
+    QuerySpec q = s;
+    q.id = static_cast<uint16_t>(i);
+    if (i % 10 == 9) q.qname = "miss" + std::to_string(i) + ".lab.";
+    rte_mbuf* m = mbuf(test::query_frame(q));
+    while (rte_ring_enqueue(rxr, m) != 0) std::this_thread::yield();
+  }
+  unsigned answers = 0, punts = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (answers + punts < kN && std::chrono::steady_clock::now() < deadline) {
+    void* o;
+    if (rte_ring_dequeue(txr, &o) == 0) {
+      rte_mbuf* m = static_cast<rte_mbuf*>(o);
+      EXPECT_EQ(flags_of(bytes(m), 42), 0x8180);
+      rte_pktmbuf_free(m);
+      ++answers;
+    } else if (rte_ring_dequeue(exr, &o) == 0) {
+      rte_pktmbuf_free(static_cast<rte_mbuf*>(o));
+      ++punts;
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  // Idle now: the worker must go to sleep and keep its heartbeat moving.
+  const uint64_t hb = w->heartbeat.load();
+  while (w->heartbeat.load() < hb + 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  stop = true;
+  t.join();
+  EXPECT_EQ(answers, kN - kN / 10);
+  EXPECT_EQ(punts, kN / 10);
+  EXPECT_GE(w->heartbeat.load(), hb + 3);
+  EXPECT_GT(w->counter(Counter::idle_sleeps), 0u);
+  EXPECT_EQ(w->counter(Counter::tx_packets), kN - kN / 10);
+  rte_eth_dev_stop(static_cast<uint16_t>(port));
+  rte_eth_dev_close(static_cast<uint16_t>(port));
+  rte_ring_free(rxr);
+  rte_ring_free(txr);
+  rte_ring_free(exr);
+}
+
+}  // namespace
+}  // namespace tern::dp
