@@ -182,8 +182,12 @@ std::string format(const Inputs& in, const Plan& p) {
   std::ostringstream o;
   char buf[512];
   auto line = [&](const char* fmt, auto... args) {
-    std::snprintf(buf, sizeof buf, fmt, args...);
-    o << buf << '\n';
+    if constexpr (sizeof...(args) == 0) {
+      o << fmt << '\n';  // no arguments: never hand a non-literal to printf
+    } else {
+      std::snprintf(buf, sizeof buf, fmt, args...);
+      o << buf << '\n';
+    }
   };
   line("demand: peak %s + %.0f%% headroom = %s design load; hit ratio %.3f: %s hits, %s misses",
        si(in.peak_qps, "qps").c_str(), in.headroom * 100, si(p.design_qps, "qps").c_str(), in.hit_ratio,
