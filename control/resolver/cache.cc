@@ -1,0 +1,208 @@
+#include "control/resolver/cache.h"
+
+#include <algorithm>
+
+namespace tern::control::resolver {
+namespace {
+
+size_t estimate_bytes(const ldns_rr_list* rrs, size_t key_len) {
+  // Map node + key + list node + ldns structures; rough but proportional.
+  size_t b = 160 + 2 * key_len;
+  for (size_t i = 0; rrs && i < ldns_rr_list_rr_count(rrs); ++i) {
+    const ldns_rr* rr = ldns_rr_list_rr(rrs, i);
+    b += 64 + ldns_rdf_size(ldns_rr_owner(rr));
+    for (size_t j = 0; j < ldns_rr_rd_count(rr); ++j) b += 32 + ldns_rdf_size(ldns_rr_rdf(rr, j));
+  }
+  return b;
+}
+
+uint32_t min_ttl(const ldns_rr_list* rrs) {
+  uint32_t t = UINT32_MAX;
+  for (size_t i = 0; i < ldns_rr_list_rr_count(rrs); ++i)
+    t = std::min(t, ldns_rr_ttl(ldns_rr_list_rr(rrs, i)));
+  return t == UINT32_MAX ? 0 : t;
+}
+
+}  // namespace
+
+uint32_t negative_ttl(const ldns_rr* soa) {
+  if (!soa || ldns_rr_get_type(soa) != LDNS_RR_TYPE_SOA || ldns_rr_rd_count(soa) < 7) return 0;
+  uint32_t minimum = ldns_rdf2native_int32(ldns_rr_rdf(soa, 6));
+  return std::min(ldns_rr_ttl(soa), minimum);
+}
+
+std::string Cache::key(const dns::Name& name, uint16_t type, EntryKind kind) {
+  std::string k = name.key();
+  if (kind == EntryKind::nxdomain) type = 0;
+  k.push_back(char(type >> 8));
+  k.push_back(char(type & 0xff));
+  k.push_back(char(kind));
+  return k;
+}
+
+uint32_t Cache::clamp_ttl(uint32_t ttl) const {
+  return std::min(std::max(ttl, limits_.ttl_floor), limits_.ttl_cap);
+}
+
+void Cache::set_limits(const CacheLimits& l) {
+  limits_ = l;
+  evict_to(limits_.max_bytes);
+}
+
+void Cache::erase(std::unordered_map<std::string, CacheEntry>::iterator it) {
+  bytes_ -= it->second.bytes;
+  lru_.erase(it->second.lru);
+  map_.erase(it);
+}
+
+void Cache::evict_to(size_t max) {
+  while (bytes_ > max && !lru_.empty()) {
+    auto it = map_.find(lru_.back());
+    erase(it);
+    ++evictions_;
+  }
+}
+
+void Cache::insert(std::string k, CacheEntry e) {
+  e.bytes = estimate_bytes(e.rrs.get(), k.size());
+  if (e.bytes > limits_.max_bytes) return;
+  auto old = map_.find(k);
+  if (old != map_.end()) erase(old);
+  evict_to(limits_.max_bytes - e.bytes);
+  lru_.push_front(k);
+  e.lru = lru_.begin();
+  bytes_ += e.bytes;
+  map_.emplace(std::move(k), std::move(e));
+}
+
+bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
+  if (!rrset || ldns_rr_list_rr_count(rrset) == 0) return false;
+  const ldns_rr* first = ldns_rr_list_rr(rrset, 0);
+  dns::Name owner = dns::owner(first);
+  std::string k = key(owner, uint16_t(ldns_rr_get_type(first)), EntryKind::rrset);
+  auto it = map_.find(k);
+  if (it != map_.end() && it->second.expire_ms > now_ms && it->second.trust > trust) return false;
+  CacheEntry e;
+  e.kind = EntryKind::rrset;
+  e.rrs.reset(ldns_rr_list_clone(rrset));
+  e.ttl = clamp_ttl(min_ttl(rrset));
+  e.expire_ms = now_ms + uint64_t(e.ttl) * 1000;
+  e.trust = trust;
+  insert(std::move(k), std::move(e));
+  return true;
+}
+
+void Cache::put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
+                         const ldns_rr_list* soa, uint64_t now_ms) {
+  if (!soa || ldns_rr_list_rr_count(soa) == 0) return;  // RFC 2308 §5
+  CacheEntry e;
+  e.kind = kind;
+  e.rrs.reset(ldns_rr_list_clone(soa));
+  uint32_t ttl = negative_ttl(ldns_rr_list_rr(soa, 0));
+  e.ttl = std::min(std::max(ttl, limits_.ttl_floor), limits_.neg_ttl_cap);
+  e.expire_ms = now_ms + uint64_t(e.ttl) * 1000;
+  e.trust = Trust::answer_auth;
+  insert(key(name, type, kind), std::move(e));
+}
+
+void Cache::put_servfail(const dns::Name& name, uint16_t type, uint64_t now_ms) {
+  if (limits_.servfail_ttl == 0) return;
+  CacheEntry e;
+  e.kind = EntryKind::servfail;
+  e.rrs.reset(ldns_rr_list_new());
+  e.ttl = limits_.servfail_ttl;
+  e.expire_ms = now_ms + uint64_t(e.ttl) * 1000;
+  // Never served stale: a SERVFAIL record only damps retries while fresh.
+  insert(key(name, type, EntryKind::servfail), std::move(e));
+}
+
+CacheEntry* Cache::get(const dns::Name& name, uint16_t type, EntryKind kind, uint64_t now_ms,
+                       bool allow_stale) {
+  auto it = map_.find(key(name, type, kind));
+  if (it == map_.end()) return nullptr;
+  CacheEntry& e = it->second;
+  if (e.expire_ms <= now_ms) {
+    bool usable = allow_stale && limits_.serve_stale && kind != EntryKind::servfail &&
+                  now_ms - e.expire_ms <= uint64_t(limits_.stale_window) * 1000;
+    if (!usable) {
+      // Keep expired data around for serve-stale; drop it once past the window.
+      if (now_ms - e.expire_ms > uint64_t(limits_.stale_window) * 1000 ||
+          !limits_.serve_stale || kind == EntryKind::servfail)
+        erase(it);
+      return nullptr;
+    }
+  }
+  ++e.hits;
+  lru_.splice(lru_.begin(), lru_, e.lru);
+  return &e;
+}
+
+dns::RrList Cache::with_ttl(const CacheEntry& e, uint64_t now_ms, uint32_t stale_ttl) {
+  dns::RrList out(ldns_rr_list_clone(e.rrs.get()));
+  uint32_t ttl = e.expire_ms > now_ms ? remaining(e, now_ms) : stale_ttl;
+  for (size_t i = 0; i < ldns_rr_list_rr_count(out.get()); ++i) {
+    ldns_rr* rr = ldns_rr_list_rr(out.get(), i);
+    // Negative answers carry the SOA with the negative TTL (RFC 2308 §3).
+    ldns_rr_set_ttl(rr, ttl);
+  }
+  return out;
+}
+
+size_t Cache::flush(const dns::Name& name, bool subtree) {
+  size_t n = 0;
+  std::string nk = name.key();
+  for (auto it = map_.begin(); it != map_.end();) {
+    const std::string& k = it->first;
+    std::string_view owner(k.data(), k.size() - 3);
+    bool match = owner == nk;
+    if (!match && subtree) {
+      dns::Name o;
+      match = dns::Name::from_wire(owner, o) && o.under(name);
+    }
+    if (match) {
+      auto next = std::next(it);
+      erase(it);
+      it = next;
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  return n;
+}
+
+size_t Cache::flush_all() {
+  size_t n = map_.size();
+  map_.clear();
+  lru_.clear();
+  bytes_ = 0;
+  return n;
+}
+
+void Cache::dump(std::ostream& os, uint64_t now_ms) const {
+  // One line per entry, most recently used first: state, remaining TTL, kind, then RRs.
+  for (const auto& k : lru_) {
+    const CacheEntry& e = map_.at(k);
+    std::string_view ow(k.data(), k.size() - 3);
+    dns::Name owner;
+    dns::Name::from_wire(ow, owner);
+    uint16_t type = uint16_t(uint8_t(k[k.size() - 3]) << 8 | uint8_t(k[k.size() - 2]));
+    bool fresh = e.expire_ms > now_ms;
+    os << "; " << owner.text() << ' ' << (type ? dns::type_text(type) : "*") << ' '
+       << (e.kind == EntryKind::rrset      ? "rrset"
+           : e.kind == EntryKind::nodata   ? "nodata"
+           : e.kind == EntryKind::nxdomain ? "nxdomain"
+                                           : "servfail")
+       << (fresh ? " ttl=" + std::to_string(remaining(e, now_ms))
+                 : " stale=" + std::to_string((now_ms - e.expire_ms) / 1000) + "s")
+       << " trust=" << int(e.trust) << " hits=" << e.hits << '\n';
+    dns::RrList rrs = with_ttl(e, now_ms, 0);
+    for (size_t i = 0; i < ldns_rr_list_rr_count(rrs.get()); ++i) {
+      char* s = ldns_rr2str(ldns_rr_list_rr(rrs.get(), i));
+      if (s) os << s;
+      free(s);
+    }
+  }
+}
+
+}  // namespace tern::control::resolver

@@ -1,0 +1,82 @@
+#include "control/resolver/infra.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+namespace tern::control::resolver {
+
+Infra::Server& Infra::get(const ServerAddr& a, uint64_t now) {
+  Server& s = servers_[a.key()];
+  s.last_used = now;
+  return s;
+}
+
+const Infra::Server* Infra::find(const ServerAddr& a) const {
+  auto it = servers_.find(a.key());
+  return it == servers_.end() ? nullptr : &it->second;
+}
+
+void Infra::rtt(const ServerAddr& a, uint32_t ms, uint64_t now) {
+  Server& s = get(a, now);
+  int32_t r = int32_t(std::min<uint32_t>(ms, kMaxRtoMs));
+  if (s.srtt < 0) {  // RFC 6298 §2.2
+    s.srtt = r;
+    s.rttvar = r / 2;
+  } else {  // RFC 6298 §2.3, alpha 1/8, beta 1/4
+    s.rttvar = (3 * s.rttvar + std::abs(s.srtt - r)) / 4;
+    s.srtt = (7 * s.srtt + r) / 8;
+  }
+  s.rto = std::clamp<uint32_t>(uint32_t(s.srtt + 4 * s.rttvar), kMinRtoMs, kMaxRtoMs);
+  s.timeouts = 0;
+}
+
+void Infra::timeout(const ServerAddr& a, uint64_t now) {
+  Server& s = get(a, now);
+  // RFC 6298 §5.5: back off by doubling; the server sorts behind responsive ones.
+  s.rto = std::min(kMaxRtoMs, s.rto * 2);
+  ++s.timeouts;
+}
+
+bool Infra::no_edns(const ServerAddr& a) const {
+  const Server* s = find(a);
+  return s && s->no_edns;
+}
+
+uint32_t Infra::rto(const ServerAddr& a) const {
+  const Server* s = find(a);
+  return s ? s->rto : kUnknownRtoMs;
+}
+
+void Infra::mark_lame(const ServerAddr& a, const std::string& zone_key, uint64_t now) {
+  get(a, now);
+  lame_[a.key() + zone_key] = now + kLameMs;
+}
+
+bool Infra::lame(const ServerAddr& a, const std::string& zone_key, uint64_t now) const {
+  auto it = lame_.find(a.key() + zone_key);
+  return it != lame_.end() && it->second > now;
+}
+
+int Infra::choose(std::span<const ServerAddr> c, std::mt19937& rng) const {
+  int best = -1;
+  uint32_t best_rto = 0;
+  unsigned ties = 0;
+  for (size_t i = 0; i < c.size(); ++i) {
+    uint32_t r = rto(c[i]);
+    if (best < 0 || r < best_rto) {
+      best = int(i);
+      best_rto = r;
+      ties = 1;
+    } else if (r == best_rto && std::uniform_int_distribution<unsigned>(0, ties++)(rng) == 0) {
+      best = int(i);  // reservoir sampling among equals
+    }
+  }
+  return best;
+}
+
+void Infra::expire(uint64_t now) {
+  std::erase_if(lame_, [now](const auto& kv) { return kv.second <= now; });
+  std::erase_if(servers_, [now](const auto& kv) { return kv.second.last_used + 3600000 < now; });
+}
+
+}  // namespace tern::control::resolver

@@ -1,0 +1,76 @@
+#include "control/resolver/infra.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+namespace tern::control::resolver {
+namespace {
+
+ServerAddr addr(const char* ip) {
+  ServerAddr a;
+  auto* sin = reinterpret_cast<sockaddr_in*>(&a.ss);
+  sin->sin_family = AF_INET;
+  sin->sin_port = htons(53);
+  inet_pton(AF_INET, ip, &sin->sin_addr);
+  a.len = sizeof(sockaddr_in);
+  return a;
+}
+
+TEST(Infra, ChoosesTheFastestServer) {
+  Infra inf;
+  std::mt19937 rng(1);
+  std::vector<ServerAddr> s = {addr("198.18.1.1"), addr("198.18.1.2"), addr("198.18.1.3")};
+  for (int i = 0; i < 5; ++i) {
+    inf.rtt(s[0], 80, 0);
+    inf.rtt(s[1], 5, 0);
+    inf.rtt(s[2], 200, 0);
+  }
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(inf.choose(s, rng), 1);
+}
+
+TEST(Infra, UnknownServersAreTriedBeforeSlowOnes) {
+  Infra inf;
+  std::mt19937 rng(1);
+  std::vector<ServerAddr> s = {addr("198.18.1.1"), addr("198.18.1.2")};
+  for (int i = 0; i < 5; ++i) inf.rtt(s[0], 900, 0);
+  EXPECT_EQ(inf.choose(s, rng), 1);  // 376 ms niceness beats a measured 900 ms
+}
+
+TEST(Infra, TimeoutsBackOffUntilAnotherServerWins) {
+  Infra inf;
+  std::mt19937 rng(1);
+  std::vector<ServerAddr> s = {addr("198.18.1.1"), addr("198.18.1.2")};
+  inf.rtt(s[0], 10, 0);
+  inf.rtt(s[1], 40, 0);
+  EXPECT_EQ(inf.choose(s, rng), 0);
+  uint32_t before = inf.rto(s[0]);
+  inf.timeout(s[0], 0);
+  EXPECT_EQ(inf.rto(s[0]), 2 * before);
+  inf.timeout(s[0], 0);
+  inf.timeout(s[0], 0);
+  EXPECT_EQ(inf.choose(s, rng), 1);
+  // A reply resets the backoff through the RTT estimate.
+  for (int i = 0; i < 10; ++i) inf.rtt(s[0], 10, 0);
+  EXPECT_EQ(inf.choose(s, rng), 0);
+}
+
+TEST(Infra, EqualServersShareTheLoad) {
+  Infra inf;
+  std::mt19937 rng(7);
+  std::vector<ServerAddr> s = {addr("198.18.1.1"), addr("198.18.1.2"), addr("198.18.1.3")};
+  int seen[3] = {0, 0, 0};
+  for (int i = 0; i < 300; ++i) ++seen[inf.choose(s, rng)];
+  for (int n : seen) EXPECT_GT(n, 50);
+}
+
+TEST(Infra, LamenessIsPerZone) {
+  Infra inf;
+  auto a = addr("198.18.1.1");
+  inf.mark_lame(a, "zoneA", 1000);
+  EXPECT_TRUE(inf.lame(a, "zoneA", 2000));
+  EXPECT_FALSE(inf.lame(a, "zoneB", 2000));
+  EXPECT_FALSE(inf.lame(a, "zoneA", 1000 + Infra::kLameMs));
+}
+
+}  // namespace
+}  // namespace tern::control::resolver

@@ -1,0 +1,203 @@
+#include "control/resolver/message.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "control/resolver/test_util.h"
+
+namespace tern::control::resolver {
+namespace {
+
+using namespace testing;
+
+// A query as a client would send it, built with ldns.
+std::vector<uint8_t> query(const char* qname, ldns_rr_type type, int edns_size = -1,
+                           uint8_t version = 0, bool rd = true) {
+  ldns_pkt* p = nullptr;
+  ldns_pkt_query_new_frm_str(&p, qname, type, LDNS_RR_CLASS_IN, rd ? LDNS_RD : 0);
+  ldns_pkt_set_id(p, 0xbeef);
+  if (edns_size >= 0) {
+    ldns_pkt_set_edns_udp_size(p, uint16_t(edns_size));
+    ldns_pkt_set_edns_version(p, version);
+    ldns_pkt_set_edns_do(p, true);  // forces the OPT even with odd sizes
+  }
+  uint8_t* buf = nullptr;
+  size_t len = 0;
+  EXPECT_EQ(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
+  std::vector<uint8_t> v(buf, buf + len);
+  free(buf);
+  ldns_pkt_free(p);
+  return v;
+}
+
+dns::Pkt parse(const std::vector<uint8_t>& w) {
+  ldns_pkt* p = nullptr;
+  EXPECT_EQ(ldns_wire2pkt(&p, w.data(), w.size()), LDNS_STATUS_OK);
+  return dns::Pkt(p);
+}
+
+TEST(ParseQuery, AcceptsPlainAndEdnsQueries) {
+  Query q;
+  ASSERT_EQ(parse_query(query("WwW.example.lab.", LDNS_RR_TYPE_A), q), Verdict::ok);
+  EXPECT_EQ(q.id, 0xbeef);
+  EXPECT_TRUE(q.rd);
+  EXPECT_FALSE(q.edns);
+  EXPECT_EQ(q.qname_wire, name("WwW.example.lab.").wire());
+  ASSERT_EQ(parse_query(query("www.example.lab.", LDNS_RR_TYPE_AAAA, 4096), q), Verdict::ok);
+  EXPECT_TRUE(q.edns);
+  EXPECT_EQ(q.udp_size, 4096);
+  EXPECT_TRUE(q.do_bit);
+}
+
+TEST(ParseQuery, UnreadableHeaderAndResponsesAreDropped) {
+  Query q;
+  auto w = query("a.lab.", LDNS_RR_TYPE_A);
+  EXPECT_EQ(parse_query(std::span(w.data(), 11), q), Verdict::drop);
+  w[2] |= 0x80;
+  EXPECT_EQ(parse_query(w, q), Verdict::drop);
+}
+
+TEST(ParseQuery, Formerr) {
+  Query q;
+  auto w = query("a.lab.", LDNS_RR_TYPE_A);
+  auto trunc = std::vector<uint8_t>(w.begin(), w.end() - 3);  // question cut short
+  EXPECT_EQ(parse_query(trunc, q), Verdict::formerr);
+  EXPECT_FALSE(q.has_question);
+  auto two = w;
+  two[5] = 2;  // qdcount 2
+  EXPECT_EQ(parse_query(two, q), Verdict::formerr);
+  auto zero = std::vector<uint8_t>(w.begin(), w.begin() + 12);
+  zero[5] = 0;  // qdcount 0
+  EXPECT_EQ(parse_query(zero, q), Verdict::formerr);
+  auto an = w;
+  an[7] = 1;  // an answer record in a query
+  EXPECT_EQ(parse_query(an, q), Verdict::formerr);
+  auto garbage = w;
+  garbage.push_back(0);
+  EXPECT_EQ(parse_query(garbage, q), Verdict::formerr);
+}
+
+TEST(ParseQuery, NotimpForOtherOpcodes) {
+  Query q;
+  auto w = query("a.lab.", LDNS_RR_TYPE_SOA);
+  w[2] = uint8_t((w[2] & 0x87) | (5 << 3));  // UPDATE
+  EXPECT_EQ(parse_query(w, q), Verdict::notimp);
+  auto reply = error_reply(q, LDNS_RCODE_NOTIMPL, 1232);
+  auto p = parse(reply);
+  EXPECT_EQ(ldns_pkt_get_rcode(p.get()), LDNS_RCODE_NOTIMPL);
+  EXPECT_EQ(ldns_pkt_get_opcode(p.get()), LDNS_PACKET_UPDATE);
+  EXPECT_EQ(ldns_pkt_id(p.get()), 0xbeef);
+}
+
+TEST(ParseQuery, RefusedForZoneTransfersAndOtherClasses) {
+  Query q;
+  EXPECT_EQ(parse_query(query("lab.", LDNS_RR_TYPE_AXFR), q), Verdict::refused);
+  auto w = query("version.bind.", LDNS_RR_TYPE_TXT);
+  w[w.size() - 1] = 3;  // CH
+  EXPECT_EQ(parse_query(w, q), Verdict::refused);
+}
+
+TEST(ParseQuery, BadversForEdnsVersionAboveZero) {
+  Query q;
+  ASSERT_EQ(parse_query(query("a.lab.", LDNS_RR_TYPE_A, 1232, 1), q), Verdict::badvers);
+  auto p = parse(error_reply(q, 0, 1232, true));
+  // RFC 6891 §6.1.3: BADVERS = 16, i.e. extended RCODE 1 with header RCODE 0; OPT version 0.
+  EXPECT_EQ(ldns_pkt_get_rcode(p.get()), 0);
+  EXPECT_EQ(ldns_pkt_edns_extended_rcode(p.get()), 1);
+  EXPECT_EQ(ldns_pkt_edns_version(p.get()), 0);
+}
+
+TEST(UdpLimit, FollowsClientEdnsAndOurs) {
+  Query q;
+  EXPECT_EQ(udp_limit(q, 1232), 512u);
+  q.edns = true;
+  q.udp_size = 4096;
+  EXPECT_EQ(udp_limit(q, 1232), 1232u);
+  q.udp_size = 800;
+  EXPECT_EQ(udp_limit(q, 1232), 800u);
+  q.udp_size = 100;
+  EXPECT_EQ(udp_limit(q, 1232), 512u);
+}
+
+Answer big_answer(int n) {
+  Answer a;
+  dns::RrList l(ldns_rr_list_new());
+  for (int i = 0; i < n; ++i)
+    ldns_rr_list_push_rr(l.get(), rr("big.lab. 60 IN TXT \"" + std::string(200, 'a' + char(i % 26)) + "\""));
+  a.answer.push_back(std::move(l));
+  return a;
+}
+
+TEST(AnswerReply, EchoesEdnsWithOurSizeAndNoOptWithoutIt) {
+  Query q;
+  ASSERT_EQ(parse_query(query("BiG.lab.", LDNS_RR_TYPE_TXT, 4096), q), Verdict::ok);
+  bool tc = false;
+  auto p = parse(answer_reply(q, big_answer(1), 1232, udp_limit(q, 1232), tc));
+  EXPECT_FALSE(tc);
+  EXPECT_EQ(ldns_pkt_edns_udp_size(p.get()), 1232);
+  EXPECT_TRUE(ldns_pkt_ra(p.get()));
+  EXPECT_EQ(ldns_pkt_ancount(p.get()), 1);
+  // The answer owner echoes the client's spelling.
+  EXPECT_EQ(dns::owner(ldns_rr_list_rr(ldns_pkt_answer(p.get()), 0)).wire(), q.qname_wire);
+
+  ASSERT_EQ(parse_query(query("big.lab.", LDNS_RR_TYPE_TXT), q), Verdict::ok);
+  auto w = answer_reply(q, big_answer(1), 1232, udp_limit(q, 1232), tc);
+  EXPECT_EQ(w[11], 0);  // arcount 0: no OPT when the client sent none
+}
+
+TEST(AnswerReply, TruncatesToEmptyAnswerWhenTooBig) {
+  Query q;
+  ASSERT_EQ(parse_query(query("big.lab.", LDNS_RR_TYPE_TXT), q), Verdict::ok);
+  bool tc = false;
+  auto w = answer_reply(q, big_answer(3), 1232, udp_limit(q, 1232), tc);  // > 512
+  EXPECT_TRUE(tc);
+  auto p = parse(w);
+  EXPECT_TRUE(ldns_pkt_tc(p.get()));
+  EXPECT_EQ(ldns_pkt_ancount(p.get()), 0);
+  EXPECT_EQ(ldns_pkt_qdcount(p.get()), 1);
+  // With EDNS 1232 the same answer fits.
+  ASSERT_EQ(parse_query(query("big.lab.", LDNS_RR_TYPE_TXT, 1232), q), Verdict::ok);
+  answer_reply(q, big_answer(3), 1232, udp_limit(q, 1232), tc);
+  EXPECT_FALSE(tc);
+  // ...but not when we advertise less than the client.
+  answer_reply(q, big_answer(3), 512, udp_limit(q, 512), tc);
+  EXPECT_TRUE(tc);
+  // Over TCP nothing of this size truncates.
+  answer_reply(q, big_answer(30), 1232, 65535, tc);
+  EXPECT_FALSE(tc);
+}
+
+}  // namespace
+}  // namespace tern::control::resolver
+
+namespace tern::control::resolver {
+namespace {
+
+// Garbage from the wire never crashes the validator, and whatever it accepts as a
+// question is one the reply builders can echo.
+TEST(ParseQuery, SurvivesRandomAndMutatedInput) {
+  std::mt19937 rng(12345);
+  auto base = query("www.example.lab.", LDNS_RR_TYPE_A, 1232);
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<uint8_t> w;
+    if (i % 2) {
+      w.resize(rng() % 64);
+      for (auto& b : w) b = uint8_t(rng());
+    } else {
+      w = base;
+      for (int k = 0; k < 3; ++k) w[rng() % w.size()] = uint8_t(rng());
+      w.resize(rng() % (w.size() + 1));
+    }
+    Query q;
+    Verdict v = parse_query(w, q);
+    if (v == Verdict::drop) continue;
+    auto r = error_reply(q, LDNS_RCODE_FORMERR, 1232, v == Verdict::badvers);
+    ldns_pkt* p = nullptr;
+    ASSERT_EQ(ldns_wire2pkt(&p, r.data(), r.size()), LDNS_STATUS_OK);
+    ldns_pkt_free(p);
+  }
+}
+
+}  // namespace
+}  // namespace tern::control::resolver

@@ -1,0 +1,76 @@
+#include "control/resolver/msgcache.h"
+
+#include <gtest/gtest.h>
+
+#include "control/resolver/test_util.h"
+
+namespace tern::control::resolver {
+namespace {
+
+using namespace testing;
+
+Query make_query(const char* qname, uint16_t id, bool edns) {
+  Query q;
+  q.id = id;
+  q.rd = true;
+  q.has_question = true;
+  q.qname_wire = name(qname).wire();
+  q.qtype = LDNS_RR_TYPE_A;
+  q.qclass = 1;
+  q.edns = edns;
+  q.udp_size = 1232;
+  return q;
+}
+
+std::vector<uint8_t> build(const Query& q, unsigned rcode, uint32_t ttl) {
+  Answer a;
+  a.rcode = rcode;
+  a.answer.push_back(rrset({"www.lab. " + std::to_string(ttl) + " IN A 198.18.3.1"}));
+  bool tc = false;
+  return answer_reply(q, a, 1232, 65535, tc);
+}
+
+dns::Pkt parse(const std::vector<uint8_t>& w) {
+  ldns_pkt* p = nullptr;
+  EXPECT_EQ(ldns_wire2pkt(&p, w.data(), w.size()), LDNS_STATUS_OK);
+  return dns::Pkt(p);
+}
+
+TEST(MsgCache, HitIsPatchedForTheAskingClient) {
+  MsgCache mc;
+  Query first = make_query("www.lab.", 1, true);
+  mc.store(first, build(first, 0, 100), 0);
+  Query q = make_query("WWW.Lab.", 0x4242, false);
+  std::vector<uint8_t> out;
+  ASSERT_TRUE(mc.answer(q, 1232, 512, 10500, out));
+  auto p = parse(out);
+  EXPECT_EQ(ldns_pkt_id(p.get()), 0x4242);
+  EXPECT_EQ(out[11], 0);  // no OPT: this client sent none
+  EXPECT_EQ(dns::owner(ldns_rr_list_rr(ldns_pkt_question(p.get()), 0)).wire(), q.qname_wire);
+  EXPECT_EQ(ldns_rr_ttl(ldns_rr_list_rr(ldns_pkt_answer(p.get()), 0)), 90u);  // aged 10 s
+  q.edns = true;
+  ASSERT_TRUE(mc.answer(q, 1232, 1232, 10500, out));
+  p = parse(out);
+  EXPECT_EQ(ldns_pkt_edns_udp_size(p.get()), 1232);
+}
+
+TEST(MsgCache, ExpiresAtNinetyPercentAndKeepsOnlyFinalAnswers) {
+  MsgCache mc;
+  Query q = make_query("www.lab.", 1, false);
+  mc.store(q, build(q, 0, 100), 0);
+  std::vector<uint8_t> out;
+  EXPECT_TRUE(mc.answer(q, 1232, 512, 89000, out));
+  EXPECT_FALSE(mc.answer(q, 1232, 512, 90000, out));  // the last 10% goes to the RRset cache
+  mc.store(q, build(q, LDNS_RCODE_SERVFAIL, 100), 0);
+  EXPECT_FALSE(mc.answer(q, 1232, 512, 1000, out));
+  auto tc = build(q, 0, 100);
+  tc[2] |= 0x02;
+  mc.store(q, tc, 0);
+  EXPECT_FALSE(mc.answer(q, 1232, 512, 1000, out));
+  // A reply that would not fit the client's limit is left to the slow path (TC).
+  mc.store(q, build(q, 0, 100), 0);
+  EXPECT_FALSE(mc.answer(q, 1232, 20, 1000, out));
+}
+
+}  // namespace
+}  // namespace tern::control::resolver

@@ -1,0 +1,209 @@
+#include "control/resolver/response.h"
+
+#include <cstring>
+
+namespace tern::control::resolver {
+namespace {
+
+uint16_t rd16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+
+// The RRsets of one section, minus anything out of bailiwick (owner not under zone).
+std::vector<dns::RrList> in_zone(const ldns_rr_list* section, const dns::Name& zone, bool all) {
+  std::vector<dns::RrList> out;
+  for (auto& set : dns::group_rrsets(section)) {
+    const ldns_rr* first = ldns_rr_list_rr(set.get(), 0);
+    if (ldns_rr_get_class(first) != LDNS_RR_CLASS_IN) continue;
+    if (all || dns::owner(first).under(zone)) out.push_back(std::move(set));
+  }
+  return out;
+}
+
+const ldns_rr_list* find(const std::vector<dns::RrList>& sets, const dns::Name& name,
+                         uint16_t type) {
+  for (auto& s : sets) {
+    const ldns_rr* rr = ldns_rr_list_rr(s.get(), 0);
+    if (uint16_t(ldns_rr_get_type(rr)) == type && dns::owner(rr).equals(name)) return s.get();
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+const char* reject_text(Reject r) {
+  switch (r) {
+    case Reject::none: return "accepted";
+    case Reject::source: return "wrong source address or port";
+    case Reject::too_short: return "shorter than a header and question";
+    case Reject::not_response: return "QR bit clear";
+    case Reject::id: return "wrong query ID";
+    case Reject::question: return "question does not match";
+  }
+  return "?";
+}
+
+Reject check_reply(std::span<const uint8_t> w, const sockaddr* from, socklen_t fromlen,
+                   const Expected& exp) {
+  if (from && !exp.server.same(from, fromlen)) return Reject::source;
+  // RFC 1035 §4.1.1 header (12 octets) + question name + type + class.
+  if (w.size() < 12 + exp.qname_wire.size() + 4) return Reject::too_short;
+  if (!(w[2] & 0x80)) return Reject::not_response;
+  if (rd16(w.data()) != exp.id) return Reject::id;
+  if (rd16(w.data() + 4) != 1) return Reject::question;
+  const uint8_t* q = w.data() + 12;
+  const auto* want = reinterpret_cast<const uint8_t*>(exp.qname_wire.data());
+  size_t n = exp.qname_wire.size();
+  if (exp.case_exact) {
+    if (std::memcmp(q, want, n) != 0) return Reject::question;
+  } else {
+    std::string got(reinterpret_cast<const char*>(q), n);
+    if (dns::lower(got) != dns::lower(exp.qname_wire)) return Reject::question;
+  }
+  if (rd16(q + n) != exp.qtype || rd16(q + n + 2) != exp.qclass) return Reject::question;
+  return Reject::none;
+}
+
+bool dname_substitute(const dns::Name& name, const dns::Name& owner, const dns::Name& target,
+                      dns::Name& out) {
+  if (!name.under(owner) || name.equals(owner)) return false;
+  const std::string& w = name.wire();
+  std::string prefix = w.substr(0, w.size() - owner.wire().size());
+  std::string res = prefix + target.wire();
+  return dns::Name::from_wire(res, out);
+}
+
+dns::Rr synthesize_cname(const ldns_rr* dname, const dns::Name& name, const dns::Name& target) {
+  ldns_rr* rr = ldns_rr_new();
+  ldns_rr_set_owner(rr, name.rdf().release());
+  ldns_rr_set_type(rr, LDNS_RR_TYPE_CNAME);
+  ldns_rr_set_class(rr, ldns_rr_get_class(dname));
+  ldns_rr_set_ttl(rr, ldns_rr_ttl(dname));
+  ldns_rr_push_rdf(rr, target.rdf().release());
+  return dns::Rr(rr);
+}
+
+Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtype,
+                    const dns::Name& zone, bool forwarder) {
+  Classified c;
+  c.rcode = ldns_pkt_get_rcode(reply);
+  c.aa = ldns_pkt_aa(reply);
+  c.next = qname;
+  if (c.rcode != LDNS_RCODE_NOERROR && c.rcode != LDNS_RCODE_NXDOMAIN) {
+    c.kind = Classified::error;
+    return c;
+  }
+  auto answer = in_zone(ldns_pkt_answer(reply), zone, forwarder);
+  auto authority = in_zone(ldns_pkt_authority(reply), zone, forwarder);
+
+  // Follow the chain from qname through the answer section (RFC 1034 §4.3.2 step 3).
+  dns::Name cur = qname;
+  bool final = false;
+  for (unsigned steps = 0; steps < 32; ++steps) {
+    if (!cur.under(zone) && !forwarder) break;  // the rest is another zone's business
+    if (qtype == LDNS_RR_TYPE_ANY) {
+      // RFC 8482 allows any subset; whatever the server gave for cur is the answer.
+      for (auto& s : answer)
+        if (dns::owner(ldns_rr_list_rr(s.get(), 0)).equals(cur)) {
+          c.rrsets.emplace_back(ldns_rr_list_clone(s.get()));
+          final = true;
+        }
+      if (final) break;
+    }
+    if (const ldns_rr_list* s = find(answer, cur, qtype)) {
+      c.rrsets.emplace_back(ldns_rr_list_clone(s));
+      final = true;
+      break;
+    }
+    // DNAME at an ancestor of cur (RFC 6672 §2.2); we synthesize the CNAME ourselves
+    // rather than trusting the one in the reply.
+    const ldns_rr_list* dn = nullptr;
+    for (auto& s : answer) {
+      const ldns_rr* rr = ldns_rr_list_rr(s.get(), 0);
+      if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_DNAME && cur.under(dns::owner(rr)) &&
+          !cur.equals(dns::owner(rr)) && qtype != LDNS_RR_TYPE_DNAME) {
+        dn = s.get();
+        break;
+      }
+    }
+    if (dn) {
+      const ldns_rr* rr = ldns_rr_list_rr(dn, 0);
+      dns::Name target = dns::Name::from_rdf(ldns_rr_rdf(rr, 0)), out;
+      if (!dname_substitute(cur, dns::owner(rr), target, out)) {
+        c.kind = Classified::error;
+        c.rcode = LDNS_RCODE_YXDOMAIN;
+        return c;
+      }
+      c.rrsets.emplace_back(ldns_rr_list_clone(dn));
+      dns::RrList syn(ldns_rr_list_new());
+      ldns_rr_list_push_rr(syn.get(), synthesize_cname(rr, cur, out).release());
+      c.rrsets.push_back(std::move(syn));
+      cur = out;
+      ++c.chain;
+      continue;
+    }
+    if (qtype != LDNS_RR_TYPE_CNAME) {
+      if (const ldns_rr_list* s = find(answer, cur, LDNS_RR_TYPE_CNAME)) {
+        c.rrsets.emplace_back(ldns_rr_list_clone(s));
+        cur = dns::Name::from_rdf(ldns_rr_rdf(ldns_rr_list_rr(s, 0), 0));
+        ++c.chain;
+        continue;
+      }
+    }
+    break;
+  }
+  c.next = cur;
+  if (final) {
+    c.kind = (c.aa || forwarder) ? Classified::answer : Classified::lame;
+    return c;
+  }
+
+  // No data for cur in this reply. Negative answer, referral or lame?
+  for (auto& s : authority) {
+    const ldns_rr* rr = ldns_rr_list_rr(s.get(), 0);
+    if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_SOA && (forwarder || cur.under(dns::owner(rr)))) {
+      c.soa = std::move(s);
+      break;
+    }
+  }
+  if (c.rcode == LDNS_RCODE_NXDOMAIN) {
+    // RFC 2308 §2.1: NXDOMAIN names the last name of the chain.
+    c.kind = (c.aa || forwarder || c.soa) ? Classified::nxdomain : Classified::lame;
+    return c;
+  }
+  if (!c.soa && !forwarder && (cur.under(zone))) {
+    // Referral: NS RRset for a zone strictly below ours and at or above cur.
+    for (auto& s : authority) {
+      const ldns_rr* rr = ldns_rr_list_rr(s.get(), 0);
+      dns::Name o = dns::owner(rr);
+      if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_NS || !cur.under(o)) continue;
+      if (o.equals(zone) || !o.under(zone)) continue;  // upward/sideways referral: lame
+      c.cut = o;
+      c.ns = std::move(s);
+      break;
+    }
+    if (c.ns) {
+      // Glue: addresses in bailiwick of the zone that referred us (RFC 9471).
+      for (auto& s : in_zone(ldns_pkt_additional(reply), zone, false)) {
+        auto t = ldns_rr_get_type(ldns_rr_list_rr(s.get(), 0));
+        if (t == LDNS_RR_TYPE_A || t == LDNS_RR_TYPE_AAAA) c.glue.push_back(std::move(s));
+      }
+      c.kind = c.rrsets.empty() ? Classified::referral : Classified::cname;
+      return c;
+    }
+  }
+  if (!c.rrsets.empty() && !cur.equals(qname)) {
+    // The chain left the data this server gave us; the rest needs its own lookup
+    // unless the server said authoritatively that the target has no data.
+    if (!(c.soa && (c.aa || forwarder) && cur.under(zone))) {
+      c.kind = (c.aa || forwarder) ? Classified::cname : Classified::lame;
+      return c;
+    }
+  }
+  if (c.soa || c.aa || forwarder) {
+    c.kind = (c.aa || forwarder) ? Classified::nodata : Classified::lame;
+    return c;
+  }
+  c.kind = Classified::lame;
+  return c;
+}
+
+}  // namespace tern::control::resolver

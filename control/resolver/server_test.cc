@@ -1,0 +1,182 @@
+// Server: listeners, ACL, reload atomicity, against real sockets on loopback and the
+// tiny authoritative servers of auth_harness.h.
+#include "control/server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "control/resolver/auth_harness.h"
+#include "control/resolver/test_util.h"
+
+namespace tern::control {
+namespace {
+
+using resolver::testing::AuthServer;
+
+const char* kRoot = R"(
+. 3600 IN SOA a.root.test. h.root.test. 1 1800 900 604800 300
+. 3600 IN NS a.root.test.
+a.root.test. 3600 IN A 127.53.2.1
+www.test. 3600 IN A 198.18.9.1
+)";
+
+// Per-process loopback /24 (see resolver_test.cc): parallel runs never collide.
+std::string at(std::string text) {
+  static std::string n = "127." + std::to_string(118 + (getpid() >> 8) % 64) + "." +
+                         std::to_string(getpid() % 256) + ".";
+  for (size_t p; (p = text.find("127.53.2.")) != std::string::npos;) text.replace(p, 9, n);
+  return text;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = std::make_unique<AuthServer>(at("127.53.2.1"), at(kRoot));
+    if (!root_->ok()) GTEST_SKIP() << "cannot bind " << at("127.53.2.1") << ":53 (" << root_->error() << ")";
+    hints_ = "/tmp/tern-server-test-" + std::to_string(getpid()) + ".hints";
+    std::ofstream(hints_) << at(". 3600000 NS a.root.test.\na.root.test. 3600000 A 127.53.2.1\n");
+    cfg_.root_hints = hints_;
+    cfg_.listen = {endpoint(at("127.53.2.10:5353").c_str())};
+    cfg_.allow = {prefix(at("127.53.2.0/28").c_str())};
+  }
+  void TearDown() override {
+    if (!hints_.empty()) unlink(hints_.c_str());
+  }
+  static Endpoint endpoint(const char* t) {
+    std::string err;
+    auto e = parse_endpoint(t, 53, err);
+    EXPECT_TRUE(e) << err;
+    return *e;
+  }
+  static Prefix prefix(const char* t) {
+    std::string err;
+    auto p = parse_prefix(t, err);
+    EXPECT_TRUE(p) << err;
+    return *p;
+  }
+  // Sends one query from `src` to 127.53.2.10:5353, runs the loop briefly, returns the
+  // rcode (-1: no reply).
+  // The client socket is connected: a reply from any other source address is not seen.
+  int ask(const char* src, const char* qname, bool rd = true, uint16_t port = 5353) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    sockaddr_in me{}, to{};
+    me.sin_family = to.sin_family = AF_INET;
+    inet_pton(AF_INET, at(src).c_str(), &me.sin_addr);
+    bind(fd, reinterpret_cast<sockaddr*>(&me), sizeof me);
+    to.sin_port = htons(port);
+    inet_pton(AF_INET, at("127.53.2.10").c_str(), &to.sin_addr);
+    connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    ldns_pkt* p = nullptr;
+    ldns_pkt_query_new_frm_str(&p, qname, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, rd ? LDNS_RD : 0);
+    uint8_t* w = nullptr;
+    size_t len = 0;
+    ldns_pkt2wire(&w, p, &len);
+    sendto(fd, w, len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    free(w);
+    ldns_pkt_free(p);
+    uint8_t buf[4096];
+    ssize_t n = -1;
+    for (int i = 0; i < 40 && n < 0; ++i) {
+      auto t = loop_.after(std::chrono::milliseconds(25), [&] { loop_.stop(); });
+      loop_.run();
+      loop_.cancel(t);
+      n = recv(fd, buf, sizeof buf, 0);
+    }
+    close(fd);
+    return n >= 4 ? buf[3] & 0x0f : -1;
+  }
+  uint64_t counter(const char* name) {
+    std::vector<std::pair<std::string, uint64_t>> c;
+    server_.counters(c);
+    for (auto& [k, v] : c)
+      if (k == name) return v;
+    ADD_FAILURE() << "no counter " << name;
+    return 0;
+  }
+
+  EventLoop loop_;
+  Server server_{loop_};
+  Config cfg_;
+  std::string hints_;
+  std::unique_ptr<AuthServer> root_;
+};
+
+TEST_F(ServerTest, AnswersAllowedClientsAndRefusesOthers) {
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  EXPECT_EQ(ask("127.53.2.2", "www.test."), 0);
+  EXPECT_EQ(ask("127.53.2.200", "www.test."), int(LDNS_RCODE_REFUSED));
+  EXPECT_EQ(counter("refused_acl"), 1u);
+}
+
+TEST_F(ServerTest, WildcardListenerAnswersFromTheQueriedAddress) {
+  uint16_t port = uint16_t(20000 + getpid() % 20000);
+  cfg_.listen = {endpoint(("0.0.0.0:" + std::to_string(port)).c_str())};
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  EXPECT_EQ(ask("127.53.2.2", "www.test.", true, port), 0);  // slow path (resolution)
+  EXPECT_EQ(ask("127.53.2.2", "www.test.", true, port), 0);  // fast path (message cache)
+  EXPECT_GE(counter("answers_msgcache"), 1u);
+}
+
+TEST_F(ServerTest, RecursionNotDesiredIsAnsweredFromCacheOnly) {
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  EXPECT_EQ(ask("127.53.2.2", "www.test.", false), int(LDNS_RCODE_REFUSED));  // not cached
+  EXPECT_EQ(root_->queries, 0);
+  EXPECT_EQ(ask("127.53.2.2", "www.test.", true), 0);
+  EXPECT_EQ(ask("127.53.2.2", "www.test.", false), 0);
+}
+
+TEST_F(ServerTest, FailedReloadKeepsEverythingRunning) {
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  EXPECT_EQ(ask("127.53.2.2", "www.test."), 0);
+  int upstream = root_->queries;
+
+  Config bad = cfg_;
+  bad.root_hints = "/nonexistent/root.hints";
+  auto err = server_.apply(bad);
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->find("/nonexistent/root.hints"), std::string::npos) << *err;
+
+  // A listener that cannot bind: the error names it; nothing else changed.
+  int hog = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(5354);
+  inet_pton(AF_INET, at("127.53.2.10").c_str(), &sa.sin_addr);
+  ASSERT_EQ(bind(hog, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  Config busy = cfg_;
+  busy.listen.push_back(endpoint(at("127.53.2.10:5354").c_str()));
+  busy.allow = {};  // would refuse everyone if it were applied
+  err = server_.apply(busy);
+  close(hog);
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->find(at("127.53.2.10:5354")), std::string::npos) << *err;
+
+  // Same listener, same ACL, same cache: answered without asking upstream again.
+  EXPECT_EQ(ask("127.53.2.2", "www.test."), 0);
+  EXPECT_EQ(root_->queries, upstream);
+}
+
+TEST_F(ServerTest, SuccessfulReloadKeepsTheCache) {
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  EXPECT_EQ(ask("127.53.2.2", "www.test."), 0);
+  int upstream = root_->queries;
+  Config next = cfg_;
+  next.allow.push_back(prefix(at("127.53.2.128/25").c_str()));
+  ASSERT_EQ(server_.apply(next), std::nullopt);
+  EXPECT_EQ(ask("127.53.2.200", "www.test."), 0);  // newly allowed
+  EXPECT_EQ(root_->queries, upstream);              // from the surviving cache
+  EXPECT_EQ(server_.cache_flush("www.test.", false), 1u);
+  EXPECT_EQ(ask("127.53.2.2", "www.test."), 0);
+  EXPECT_GT(root_->queries, upstream);
+  std::ostringstream dump;
+  server_.cache_dump(dump);
+  EXPECT_NE(dump.str().find("www.test."), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tern::control

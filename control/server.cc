@@ -1,0 +1,628 @@
+// Serving: UDP and TCP listeners (RFC 1035 §4.2, RFC 7766), ACL, limits, and the glue
+// between client messages and the resolver. Single-threaded on the EventLoop.
+#include "control/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <unordered_map>
+
+#include "control/resolver/message.h"
+#include "control/resolver/msgcache.h"
+#include "control/resolver/resolver.h"
+
+namespace tern::control {
+
+using resolver::Answer;
+using resolver::Query;
+using resolver::Verdict;
+
+#define TERN_SERVER_COUNTERS(X)                                                             \
+  X(queries_udp) X(queries_tcp) X(queries_rd0) X(answers_noerror) X(answers_nxdomain)       \
+  X(answers_servfail) X(answers_refused) X(answers_formerr) X(answers_notimp)               \
+  X(answers_other) X(answers_badvers) X(answers_truncated) X(refused_acl) X(dropped_header) \
+  X(dropped_per_client_limit) X(dropped_total_limit) X(tcp_accepted) X(tcp_rejected_limit) \
+  X(tcp_closed_idle) X(tcp_closed_error) X(udp_send_errors) X(rd0_cache_miss)             \
+  X(answers_msgcache)
+
+struct ServerStats {
+#define X(n) uint64_t n = 0;
+  TERN_SERVER_COUNTERS(X)
+#undef X
+};
+
+namespace {
+
+std::string errstr(int e) { return std::strerror(e); }
+
+std::string client_key(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET)
+    return std::string(reinterpret_cast<const char*>(&reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr), 4);
+  return std::string(reinterpret_cast<const char*>(&reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr), 16);
+}
+
+// RAII socket.
+struct Fd {
+  int fd = -1;
+  Fd() = default;
+  explicit Fd(int f) : fd(f) {}
+  Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd = o.fd;
+      o.fd = -1;
+    }
+    return *this;
+  }
+  ~Fd() { reset(); }
+  void reset() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
+bool is_wildcard(const Endpoint& ep) {
+  if (ep.addr.ss_family == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(&ep.addr)->sin_addr.s_addr == htonl(INADDR_ANY);
+  return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&ep.addr)->sin6_addr);
+}
+
+// The source-address control message for a reply, built from the query's PKTINFO.
+struct ReplyCtl {
+  alignas(cmsghdr) uint8_t buf[CMSG_SPACE(sizeof(in6_pktinfo))];
+  size_t len = 0;
+  void from(const msghdr& in) {
+    len = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&in); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&in), c)) {
+      msghdr out{};
+      out.msg_control = buf;
+      out.msg_controllen = sizeof buf;
+      cmsghdr* o = CMSG_FIRSTHDR(&out);
+      if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+        in_pktinfo pi;
+        std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+        in_pktinfo r{};
+        r.ipi_spec_dst = pi.ipi_addr;  // the address the query was sent to
+        o->cmsg_level = IPPROTO_IP;
+        o->cmsg_type = IP_PKTINFO;
+        o->cmsg_len = CMSG_LEN(sizeof r);
+        std::memcpy(CMSG_DATA(o), &r, sizeof r);
+        len = CMSG_SPACE(sizeof r);
+        return;
+      }
+      if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+        in6_pktinfo pi;
+        std::memcpy(&pi, CMSG_DATA(c), sizeof pi);  // address and interface (link-local)
+        o->cmsg_level = IPPROTO_IPV6;
+        o->cmsg_type = IPV6_PKTINFO;
+        o->cmsg_len = CMSG_LEN(sizeof pi);
+        std::memcpy(CMSG_DATA(o), &pi, sizeof pi);
+        len = CMSG_SPACE(sizeof pi);
+        return;
+      }
+    }
+  }
+  void attach(msghdr& m) {
+    m.msg_control = len ? buf : nullptr;
+    m.msg_controllen = len;
+  }
+};
+
+std::optional<std::string> open_socket(const Endpoint& ep, int type, Fd& out) {
+  const char* what = type == SOCK_DGRAM ? "udp" : "tcp";
+  Fd s(::socket(ep.addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (s.fd < 0) return "[server] listen " + ep.text + ": " + what + " socket: " + errstr(errno);
+  int one = 1;
+  setsockopt(s.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ep.addr.ss_family == AF_INET6) setsockopt(s.fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (type == SOCK_DGRAM) {
+    int sz = 4 << 20;  // absorb bursts; the kernel caps this at rmem_max
+    setsockopt(s.fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    // A wildcard listener must answer from the address each query was sent to, or
+    // clients (which check the source) drop the reply: learn it per datagram.
+    if (is_wildcard(ep)) {
+      if (ep.addr.ss_family == AF_INET)
+        setsockopt(s.fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+      else
+        setsockopt(s.fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+    }
+  }
+  if (::bind(s.fd, reinterpret_cast<const sockaddr*>(&ep.addr), ep.len) < 0) {
+    int e = errno;
+    std::string hint = e == EADDRINUSE      ? " (another process holds it: stop it or change listen)"
+                       : e == EADDRNOTAVAIL ? " (address not configured on any interface)"
+                       : e == EACCES        ? " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+                                            : "";
+    return "[server] listen " + ep.text + ": cannot bind " + what + ": " + errstr(e) + hint;
+  }
+  if (type == SOCK_STREAM && ::listen(s.fd, 128) < 0)
+    return "[server] listen " + ep.text + ": listen: " + errstr(errno);
+  out = std::move(s);
+  return std::nullopt;
+}
+
+}  // namespace
+
+struct Listener {
+  Endpoint ep;
+  Fd udp, tcp;
+  bool registered = false;
+};
+
+struct TcpConn {
+  Fd fd;
+  sockaddr_storage peer{};
+  std::vector<uint8_t> rbuf;
+  std::deque<std::vector<uint8_t>> wq;
+  size_t woff = 0, wbytes = 0;
+  unsigned pending = 0;
+  bool eof = false, want_out = false;
+  EventLoop::TimerId idle = 0;
+};
+
+class Frontend {
+ public:
+  Frontend(EventLoop& loop, resolver::Resolver& r) : loop_(loop), res_(r) {}
+  ~Frontend() {
+    for (auto& [fd, c] : conns_) {
+      if (c->idle) loop_.cancel(c->idle);
+      loop_.remove(fd);
+    }
+    for (auto& [k, l] : listeners_) unregister(*l);
+  }
+
+  struct Settings {
+    std::vector<Prefix> allow;
+    uint16_t edns_size = 1232;
+    unsigned tcp_idle_ms = 10000, tcp_max = 256, per_client = 100;
+  };
+
+  std::optional<std::string> prepare(const Config& c,
+                                     std::map<std::string, std::shared_ptr<Listener>>& next) {
+    for (const auto& ep : c.listen) {
+      if (auto it = listeners_.find(ep.text); it != listeners_.end()) {
+        next[ep.text] = it->second;  // stays: keeps its sockets
+        continue;
+      }
+      auto l = std::make_shared<Listener>();
+      l->ep = ep;
+      if (auto e = open_socket(ep, SOCK_DGRAM, l->udp)) return e;
+      if (auto e = open_socket(ep, SOCK_STREAM, l->tcp)) return e;
+      next[ep.text] = std::move(l);
+    }
+    return std::nullopt;
+  }
+
+  void commit(const Config& c, std::map<std::string, std::shared_ptr<Listener>> next) {
+    set_.allow = c.allow;
+    set_.edns_size = c.edns_buffer_size;
+    set_.tcp_idle_ms = c.tcp_idle_timeout_ms;
+    set_.tcp_max = c.tcp_max_connections;
+    set_.per_client = c.max_outstanding_per_client;
+    // TTL limits or routes may have changed: rebuild memoised answers from the RRsets.
+    msgcache_.clear();
+    msgcache_.set_max_bytes(std::max<size_t>(c.max_bytes / 8, 1u << 20));
+    for (auto& [k, l] : listeners_)
+      if (!next.count(k)) unregister(*l);  // closes when the last reference goes
+    listeners_ = std::move(next);
+    for (auto& [k, l] : listeners_) {
+      if (l->registered) continue;
+      std::weak_ptr<Listener> wl = l;
+      loop_.add(l->udp.fd, EPOLLIN, [this, wl](uint32_t) {
+        if (auto sl = wl.lock()) on_udp(sl);
+      });
+      loop_.add(l->tcp.fd, EPOLLIN, [this, wl](uint32_t) {
+        if (auto sl = wl.lock()) on_accept(*sl);
+      });
+      l->registered = true;
+    }
+  }
+
+  void flush_answers() { msgcache_.clear(); }
+
+  void counters(std::vector<std::pair<std::string, uint64_t>>& out) const {
+#define X(n) out.emplace_back(#n, st_.n);
+    TERN_SERVER_COUNTERS(X)
+#undef X
+    out.emplace_back("tcp_connections_current", conns_.size());
+    out.emplace_back("listeners_current", listeners_.size());
+    out.emplace_back("msgcache_entries_current", msgcache_.entries());
+  }
+
+ private:
+  void unregister(Listener& l) {
+    if (!l.registered) return;
+    loop_.remove(l.udp.fd);
+    loop_.remove(l.tcp.fd);
+    l.registered = false;
+  }
+
+  bool allowed(const sockaddr_storage& ss) const {
+    for (const auto& p : set_.allow)
+      if (p.contains(reinterpret_cast<const sockaddr*>(&ss))) return true;
+    return false;
+  }
+
+  void count_rcode(unsigned rcode) {
+    switch (rcode) {
+      case LDNS_RCODE_NOERROR: ++st_.answers_noerror; break;
+      case LDNS_RCODE_NXDOMAIN: ++st_.answers_nxdomain; break;
+      case LDNS_RCODE_SERVFAIL: ++st_.answers_servfail; break;
+      case LDNS_RCODE_REFUSED: ++st_.answers_refused; break;
+      case LDNS_RCODE_FORMERR: ++st_.answers_formerr; break;
+      case LDNS_RCODE_NOTIMPL: ++st_.answers_notimp; break;
+      default: ++st_.answers_other; break;
+    }
+  }
+
+  using Sink = std::function<void(std::vector<uint8_t>)>;
+
+  // One client message, from either transport. Returns false when the message is
+  // dropped (sink will never run); otherwise sink runs exactly once, maybe later.
+  bool handle(std::span<const uint8_t> wire, const sockaddr_storage& peer, bool tcp, Sink sink) {
+    Query q;
+    Verdict v = resolver::parse_query(wire, q);
+    if (v == Verdict::drop) {
+      ++st_.dropped_header;
+      return false;
+    }
+    if (!allowed(peer)) {
+      ++st_.refused_acl;
+      ++st_.answers_refused;
+      sink(resolver::error_reply(q, LDNS_RCODE_REFUSED, set_.edns_size));
+      return true;
+    }
+    switch (v) {
+      case Verdict::ok: break;
+      case Verdict::badvers:
+        ++st_.answers_badvers;
+        sink(resolver::error_reply(q, 0, set_.edns_size, true));
+        return true;
+      default: {
+        unsigned rc = v == Verdict::formerr  ? unsigned(LDNS_RCODE_FORMERR)
+                      : v == Verdict::notimp ? unsigned(LDNS_RCODE_NOTIMPL)
+                                             : unsigned(LDNS_RCODE_REFUSED);
+        count_rcode(rc);
+        sink(resolver::error_reply(q, rc, set_.edns_size));
+        return true;
+      }
+    }
+    resolver::Question question;
+    dns::Name::from_wire(q.qname_wire, question.name);
+    question.type = q.qtype;
+    question.cls = q.qclass;
+    size_t limit = tcp ? 65535 : resolver::udp_limit(q, set_.edns_size);
+
+    auto reply = [this, q, limit, sink](Answer& a) {
+      bool tc = false;
+      auto out = resolver::answer_reply(q, a, set_.edns_size, limit, tc);
+      if (tc) ++st_.answers_truncated;
+      else if (!a.stale) msgcache_.store(q, out, loop_.now_ms());
+      count_rcode(a.rcode);
+      sink(std::move(out));
+    };
+    if (!q.rd) {
+      // RD=0: the cache only, never recursion (RFC 1034 §4.3.1).
+      ++st_.queries_rd0;
+      Answer a;
+      if (!res_.lookup(question, a)) {
+        ++st_.rd0_cache_miss;
+        ++st_.answers_refused;
+        sink(resolver::error_reply(q, LDNS_RCODE_REFUSED, set_.edns_size));
+        return true;
+      }
+      reply(a);
+      return true;
+    }
+    std::string ck = client_key(peer);
+    unsigned& n = per_client_[ck];
+    if (n >= set_.per_client) {
+      ++st_.dropped_per_client_limit;
+      return false;
+    }
+    ++n;
+    bool started = res_.resolve(question, [this, ck, reply](Answer& a) {
+      if (auto it = per_client_.find(ck); it != per_client_.end() && --it->second == 0)
+        per_client_.erase(it);
+      reply(a);
+    });
+    if (!started) {
+      ++st_.dropped_total_limit;
+      if (auto it = per_client_.find(ck); it != per_client_.end() && --it->second == 0)
+        per_client_.erase(it);
+    }
+    return started;
+  }
+
+  // The cache-hit fast path: a memoised answer patched in place into `out`, no
+  // callbacks. False sends the message down the full path.
+  bool fast_udp(std::span<const uint8_t> wire, const sockaddr_storage& peer,
+                std::vector<uint8_t>& out) {
+    Query& q = fast_q_;
+    if (resolver::parse_query(wire, q) != Verdict::ok || !allowed(peer)) return false;
+    if (!msgcache_.answer(q, set_.edns_size, resolver::udp_limit(q, set_.edns_size),
+                          loop_.now_ms(), out))
+      return false;
+    ++st_.answers_msgcache;
+    if (!q.rd) ++st_.queries_rd0;
+    count_rcode(out[3] & 0x0f);
+    return true;
+  }
+
+  // Batches: one recvmmsg for up to kBatch queries, cache hits answered with one
+  // sendmmsg; misses go to the resolver and answer on their own when done.
+  static constexpr unsigned kBatch = 32;
+  struct UdpBatch {
+    uint8_t in[kBatch][4096];  // EDNS queries are small; longer datagrams are truncated -> FORMERR
+    alignas(cmsghdr) uint8_t ctl[kBatch][CMSG_SPACE(sizeof(in6_pktinfo)) + 64];
+    ReplyCtl reply_ctl[kBatch];
+    sockaddr_storage peer[kBatch];
+    iovec iov[kBatch], out_iov[kBatch];
+    mmsghdr msgs[kBatch], out_msgs[kBatch];
+    std::vector<uint8_t> out[kBatch];
+  };
+
+  void on_udp(const std::shared_ptr<Listener>& l) {
+    if (!batch_) batch_ = std::make_unique<UdpBatch>();
+    UdpBatch& b = *batch_;
+    std::weak_ptr<Listener> wl = l;
+    // Bounded per wakeup so TCP and upstream replies get their turn.
+    for (int round = 0; round < 4; ++round) {
+      for (unsigned i = 0; i < kBatch; ++i) {
+        b.iov[i] = {b.in[i], sizeof b.in[i]};
+        b.msgs[i].msg_hdr = {};
+        b.msgs[i].msg_hdr.msg_name = &b.peer[i];
+        b.msgs[i].msg_hdr.msg_namelen = sizeof b.peer[i];
+        b.msgs[i].msg_hdr.msg_iov = &b.iov[i];
+        b.msgs[i].msg_hdr.msg_iovlen = 1;
+        b.msgs[i].msg_hdr.msg_control = b.ctl[i];
+        b.msgs[i].msg_hdr.msg_controllen = sizeof b.ctl[i];
+      }
+      int n = ::recvmmsg(l->udp.fd, b.msgs, kBatch, MSG_DONTWAIT, nullptr);
+      if (n <= 0) return;
+      unsigned nout = 0;
+      for (int i = 0; i < n; ++i) {
+        ++st_.queries_udp;
+        std::span<const uint8_t> wire(b.in[i], b.msgs[i].msg_len);
+        const sockaddr_storage& peer = b.peer[i];
+        socklen_t plen = b.msgs[i].msg_hdr.msg_namelen;
+        b.reply_ctl[i].from(b.msgs[i].msg_hdr);  // empty unless a wildcard listener
+        if (fast_udp(wire, peer, b.out[nout])) {
+          b.out_iov[nout] = {b.out[nout].data(), b.out[nout].size()};
+          b.out_msgs[nout].msg_hdr = {};
+          b.out_msgs[nout].msg_hdr.msg_name = const_cast<sockaddr_storage*>(&peer);
+          b.out_msgs[nout].msg_hdr.msg_namelen = plen;
+          b.out_msgs[nout].msg_hdr.msg_iov = &b.out_iov[nout];
+          b.out_msgs[nout].msg_hdr.msg_iovlen = 1;
+          b.reply_ctl[i].attach(b.out_msgs[nout].msg_hdr);
+          ++nout;
+          continue;
+        }
+        ReplyCtl ctl = b.reply_ctl[i];
+        handle(wire, peer, false, [this, wl, peer, plen, ctl](std::vector<uint8_t> out) mutable {
+          auto sl = wl.lock();
+          if (!sl || !sl->registered) return;  // listener removed by a reload meanwhile
+          iovec iov{out.data(), out.size()};
+          msghdr m{};
+          m.msg_name = const_cast<sockaddr_storage*>(&peer);
+          m.msg_namelen = plen;
+          m.msg_iov = &iov;
+          m.msg_iovlen = 1;
+          ctl.attach(m);
+          if (::sendmsg(sl->udp.fd, &m, 0) < 0) ++st_.udp_send_errors;
+        });
+      }
+      for (unsigned done = 0; done < nout;) {
+        int m = ::sendmmsg(l->udp.fd, b.out_msgs + done, nout - done, MSG_DONTWAIT);
+        if (m <= 0) {
+          st_.udp_send_errors += nout - done;  // full socket buffer: dropped, counted
+          break;
+        }
+        done += unsigned(m);
+      }
+      if (n < int(kBatch)) return;
+    }
+  }
+
+  void on_accept(Listener& l) {
+    for (int i = 0; i < 16; ++i) {
+      sockaddr_storage peer{};
+      socklen_t plen = sizeof peer;
+      int fd = ::accept4(l.tcp.fd, reinterpret_cast<sockaddr*>(&peer), &plen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;
+      if (conns_.size() >= set_.tcp_max) {
+        ++st_.tcp_rejected_limit;
+        ::close(fd);
+        continue;
+      }
+      ++st_.tcp_accepted;
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto c = std::make_shared<TcpConn>();
+      c->fd = Fd(fd);
+      c->peer = peer;
+      conns_[fd] = c;
+      std::weak_ptr<TcpConn> wc = c;
+      loop_.add(fd, EPOLLIN, [this, wc](uint32_t ev) {
+        if (auto sc = wc.lock()) on_tcp(sc, ev);
+      });
+      arm_idle(c);
+    }
+  }
+
+  void arm_idle(const std::shared_ptr<TcpConn>& c) {
+    if (c->idle) loop_.cancel(c->idle);
+    std::weak_ptr<TcpConn> wc = c;
+    c->idle = loop_.after(std::chrono::milliseconds(set_.tcp_idle_ms), [this, wc] {
+      auto sc = wc.lock();
+      if (!sc) return;
+      sc->idle = 0;
+      if (sc->pending > 0) return arm_idle(sc);  // RFC 7766 §6.2.3: idle means no work
+      ++st_.tcp_closed_idle;
+      close_conn(sc);
+    });
+  }
+
+  void close_conn(const std::shared_ptr<TcpConn>& c) {
+    if (c->idle) loop_.cancel(c->idle);
+    c->idle = 0;
+    if (c->fd.fd >= 0) {
+      loop_.remove(c->fd.fd);
+      conns_.erase(c->fd.fd);
+      c->fd.reset();  // pending answers find a closed connection and are dropped
+    }
+  }
+
+  void on_tcp(const std::shared_ptr<TcpConn>& c, uint32_t ev) {
+    if (ev & EPOLLOUT) flush(c);
+    if (c->fd.fd < 0) return;
+    if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+      uint8_t buf[16384];
+      for (;;) {
+        ssize_t n = ::recv(c->fd.fd, buf, sizeof buf, 0);
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) break;
+          ++st_.tcp_closed_error;
+          return close_conn(c);
+        }
+        if (n == 0) {
+          c->eof = true;
+          break;
+        }
+        c->rbuf.insert(c->rbuf.end(), buf, buf + n);
+        if (c->rbuf.size() > 2 * 65537) break;  // process what we have first
+      }
+      arm_idle(c);
+      // RFC 7766 §6.2.1.1: pipelined queries, each answered as soon as it is ready.
+      size_t off = 0;
+      std::weak_ptr<TcpConn> wc = c;
+      while (c->rbuf.size() - off >= 2 && c->fd.fd >= 0) {
+        size_t len = size_t(c->rbuf[off]) << 8 | c->rbuf[off + 1];
+        if (c->rbuf.size() - off - 2 < len) break;
+        if (c->pending >= set_.per_client) break;  // back-pressure: stop reading
+        std::vector<uint8_t> msg(c->rbuf.begin() + long(off) + 2, c->rbuf.begin() + long(off + 2 + len));
+        off += 2 + len;
+        ++st_.queries_tcp;
+        ++c->pending;
+        bool answers = handle(msg, c->peer, true, [this, wc](std::vector<uint8_t> out) {
+          auto sc = wc.lock();
+          if (!sc) return;
+          --sc->pending;
+          if (sc->fd.fd < 0) return;
+          std::vector<uint8_t> framed(2 + out.size());
+          framed[0] = uint8_t(out.size() >> 8);
+          framed[1] = uint8_t(out.size());
+          std::memcpy(framed.data() + 2, out.data(), out.size());
+          sc->wbytes += framed.size();
+          sc->wq.push_back(std::move(framed));
+          flush(sc);
+        });
+        if (!answers) --c->pending;  // dropped: no answer will come
+      }
+      c->rbuf.erase(c->rbuf.begin(), c->rbuf.begin() + long(off));
+    }
+    if (c->fd.fd >= 0 && c->eof && c->pending == 0 && c->wq.empty()) close_conn(c);
+  }
+
+  void flush(const std::shared_ptr<TcpConn>& c) {
+    while (!c->wq.empty() && c->fd.fd >= 0) {
+      auto& b = c->wq.front();
+      ssize_t n = ::send(c->fd.fd, b.data() + c->woff, b.size() - c->woff, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EAGAIN) break;
+        ++st_.tcp_closed_error;
+        return close_conn(c);
+      }
+      c->woff += size_t(n);
+      if (c->woff == b.size()) {
+        c->wbytes -= b.size();
+        c->wq.pop_front();
+        c->woff = 0;
+      }
+    }
+    if (c->fd.fd < 0) return;
+    if (c->wbytes > (1u << 20)) {  // a client that does not read its answers
+      ++st_.tcp_closed_error;
+      return close_conn(c);
+    }
+    bool want = !c->wq.empty();
+    if (want != c->want_out) {
+      loop_.modify(c->fd.fd, EPOLLIN | (want ? uint32_t(EPOLLOUT) : 0u));
+      c->want_out = want;
+    }
+    if (c->eof && c->pending == 0 && c->wq.empty()) close_conn(c);
+  }
+
+  EventLoop& loop_;
+  resolver::Resolver& res_;
+  Settings set_;
+  resolver::MsgCache msgcache_;
+  Query fast_q_;                    // reused by fast_udp: keeps its string capacity
+  std::unique_ptr<UdpBatch> batch_;  // receive/send buffers, reused every wakeup
+  ServerStats st_;
+  std::map<std::string, std::shared_ptr<Listener>> listeners_;
+  std::unordered_map<int, std::shared_ptr<TcpConn>> conns_;
+  std::unordered_map<std::string, unsigned> per_client_;
+};
+
+Server::Server(EventLoop& loop)
+    : loop_(loop),
+      resolver_(std::make_unique<resolver::Resolver>(loop)),
+      frontend_(std::make_unique<Frontend>(loop, *resolver_)) {}
+
+Server::~Server() = default;
+
+std::optional<std::string> Server::apply(const Config& c) {
+  // Build everything off to the side; nothing running is touched until all succeeded.
+  resolver::ResolverConfig rc;
+  resolver::Hints hints;
+  if (auto e = resolver::prepare(c, rc, hints)) return e;
+  if (c.listen.empty()) return std::string("[server] listen: no endpoint configured; add listen = ADDR:PORT");
+  std::map<std::string, std::shared_ptr<Listener>> next;
+  if (auto e = frontend_->prepare(c, next)) return e;  // new sockets close with `next`
+  resolver_->configure(std::move(rc), std::move(hints));
+  frontend_->commit(c, std::move(next));
+  return std::nullopt;
+}
+
+void Server::counters(std::vector<std::pair<std::string, uint64_t>>& out) const {
+  frontend_->counters(out);
+  const auto& s = resolver_->stats();
+#define X(n) out.emplace_back("resolver_" #n, s.n);
+  TERN_RESOLVER_COUNTERS(X)
+#undef X
+  const auto& u = resolver_->upstream_stats();
+  out.emplace_back("upstream_udp_sent", u.udp_sent);
+  out.emplace_back("upstream_tcp_sent", u.tcp_sent);
+  out.emplace_back("upstream_timeouts", u.timeouts);
+  out.emplace_back("upstream_net_errors", u.net_errors);
+  out.emplace_back("upstream_rejected_replies", u.rejected);
+  out.emplace_back("upstream_malformed_replies", u.malformed);
+  out.emplace_back("cache_evictions", resolver_->cache().evictions());
+  out.emplace_back("cache_entries_current", resolver_->cache().entries());
+  out.emplace_back("cache_bytes_current", resolver_->cache().bytes());
+  out.emplace_back("resolutions_current", resolver_->outstanding());
+  out.emplace_back("infra_servers_current", resolver_->infra().size());
+}
+
+size_t Server::cache_flush(std::string_view name, bool subtree) {
+  frontend_->flush_answers();  // memoised answers are rebuilt from what remains
+  if (name.empty()) return resolver_->cache().flush_all();
+  dns::Name n;
+  if (!dns::Name::from_text(name, n)) return 0;
+  if (n.is_root() && subtree) return resolver_->cache().flush_all();
+  return resolver_->cache().flush(n, subtree);
+}
+
+void Server::cache_dump(std::ostream& os) const { resolver_->cache().dump(os, loop_.now_ms()); }
+
+}  // namespace tern::control
