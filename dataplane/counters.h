@@ -30,6 +30,8 @@ enum class CounterKind : uint8_t { kCount, kPunt, kDrop };
   X(housekeeping,        kCount, "housekeeping passes (quiescent point, policy check, stats publish)") \
   X(idle_sleeps,         kCount, "idle sleeps taken (kSleep mode)") \
   X(busy_cycles,         kCount, "TSC cycles spent on received bursts: core load = delta / (elapsed * TSC hz)") \
+  X(probe_in,            kCount, "readiness probes taken from the inject ring (also counted in rx_packets)") \
+  X(probe_answered,      kCount, "readiness probes answered from the cache, handed to the probe ring") \
   /* punts: not handled here, bridged to Linux unchanged */ \
   X(punt_not_ip,         kPunt,  "ARP, LLDP and every ethertype other than IPv4/IPv6") \
   X(punt_not_udp,        kPunt,  "ICMP, ICMPv6/NDP, TCP and other IP protocols") \
@@ -62,7 +64,8 @@ enum class CounterKind : uint8_t { kCount, kPunt, kDrop };
   X(drop_acl,            kDrop,  "client outside the allow list and policy says drop") \
   X(drop_rate_limited,   kDrop,  "cache miss over the per-worker miss rate, no stale answer") \
   X(drop_exception_full, kDrop,  "exception ring full") \
-  X(drop_tx_full,        kDrop,  "NIC TX queue did not take the frame")
+  X(drop_tx_full,        kDrop,  "NIC TX queue did not take the frame") \
+  X(drop_probe_full,     kDrop,  "probe answer ring full (the control thread stopped reading it)")
 // clang-format on
 
 enum class Counter : uint16_t {

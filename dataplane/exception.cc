@@ -229,14 +229,32 @@ struct Service {
                                                         : SvcCounter::fill_rejected);
   }
 
+  // A frame Linux addressed to the probe MAC never leaves the node: true when it was taken.
+  bool to_probe(rte_mbuf* m) {
+    if (rte_pktmbuf_data_len(m) < 6 || std::memcmp(rte_pktmbuf_mtod(m, const uint8_t*), c.probe_mac.data(), 6) != 0)
+      return false;
+    if (rte_ring_sp_enqueue(c.probe_replies, m) == 0) {
+      k.add(SvcCounter::probe_replies);
+    } else {
+      rte_pktmbuf_free(m);
+      k.add(SvcCounter::probe_replies_dropped);
+    }
+    return true;
+  }
+
   // Linux -> (cache fill) -> NIC.
   unsigned linux_to_nic() {
     rte_mbuf* m[kMaxBurst];
     uint16_t n = rte_eth_rx_burst(c.exc_port, 0, m, std::min<uint16_t>(c.burst, kMaxBurst));
     if (!n) return 0;
     k.add(SvcCounter::from_linux, n);
-    for (uint16_t i = 0; i < n; ++i) maybe_fill(m[i]);
-    tx_or_drop(c.nic_port, c.nic_tx_queue, m, n, SvcCounter::to_nic, SvcCounter::to_nic_dropped);
+    uint16_t nic = 0;
+    for (uint16_t i = 0; i < n; ++i) {
+      maybe_fill(m[i]);
+      if (c.probe_replies && to_probe(m[i])) continue;
+      m[nic++] = m[i];
+    }
+    tx_or_drop(c.nic_port, c.nic_tx_queue, m, nic, SvcCounter::to_nic, SvcCounter::to_nic_dropped);
     return n;
   }
 

@@ -7,6 +7,7 @@
 //   NIC RX queue W (paired-queue drivers only) -> process_burst with the service
 //            thread's own Worker -> NIC TX / exception port TX
 //   netlink RTM_NEWADDR/RTM_DELADDR on the exception interface -> ServiceAddrs
+//   Linux -> frame to the probe MAC -> (cache fill) -> probe reply ring (probe.h)
 //
 // Concurrency contract
 // - One thread owns every queue named above; workers only produce into their
@@ -20,6 +21,7 @@
 //   is safe. It goes offline before sleeping, like the workers.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <span>
@@ -50,7 +52,9 @@ namespace tern::dp {
   X(fill_skipped_frag, "fragmented answers (the cache needs the whole message)") \
   X(service_rx,        "frames received on the service thread's own NIC RX queue") \
   X(addr_updates,      "service address set republished after a netlink change") \
-  X(idle_sleeps,       "service thread idle sleeps")
+  X(idle_sleeps,       "service thread idle sleeps") \
+  X(probe_replies,     "frames from Linux to the probe MAC handed to the probe reply ring (not the NIC)") \
+  X(probe_replies_dropped, "probe reply ring full: frame to the probe MAC dropped")
 // clang-format on
 
 enum class SvcCounter : uint16_t {
@@ -117,6 +121,10 @@ struct ServiceConf {
   uint16_t burst = 32;
   const std::atomic<bool>* stop = nullptr;
   ServiceCounters* counters = nullptr;
+  // Readiness probe (probe.h): Linux's frames to probe_mac are the resolver's answers to the
+  // probe; they fill the cache like any answer, then go to probe_replies instead of the NIC.
+  std::array<uint8_t, 6> probe_mac{};
+  rte_ring* probe_replies = nullptr;  // SP (this thread) / SC (control thread); nullptr: no probe
 };
 
 // Locates the DNS message in a frame Linux sends towards the NIC when it is a

@@ -5,12 +5,14 @@
 // Startup is a straight line; any failure prints what failed and what to do,
 // undoes what was set up, and exits non-zero. SIGTERM/SIGINT set the stop flag;
 // the service loop returns, workers are joined, ports stopped, memory freed.
+#include <arpa/inet.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -30,6 +32,7 @@
 #include "control_verbs.h"
 #include "exception.h"
 #include "port.h"
+#include "probe.h"
 #include "profile.h"
 #include "tern_build_config.h"
 #include "wire/wire.h"
@@ -45,6 +48,7 @@ constexpr const char* kUsage =
     "usage: tern-dataplane [--profile FILE] [--control-socket PATH] [--allow PFX]...\n"
     "                      [--refuse | --drop-refused] [--miss-rate N] [--miss-burst N]\n"
     "                      [--cache-bytes N] [--exception-iface NAME] [--check-profile]\n"
+    "                      [--probe-source4 ADDR] [--probe-source6 ADDR] [--probe-deadline MS]\n"
     "                      [-- EAL args passed through]\n"
     "  --profile FILE         hardware profile (hw-profiles/*.conf); default: the built-in lab-tap\n"
     "  --control-socket PATH  unix socket for tern-control/ternctl (default /run/tern/dataplane.sock)\n"
@@ -55,7 +59,11 @@ constexpr const char* kUsage =
     "  --miss-burst N         token bucket depth for misses (default 500)\n"
     "  --cache-bytes N        cache memory bound in bytes (default 64 MiB)\n"
     "  --exception-iface NAME Linux interface for the exception path (default: the profile's)\n"
-    "  --check-profile        validate the profile, print the EAL arguments, exit\n";
+    "  --check-profile        validate the profile, print the EAL arguments, exit\n"
+    "  --probe-source4 ADDR   source of the readiness probe (`probe` verb), an address no client\n"
+    "                         uses (default 198.18.255.254); Linux gets a permanent neighbour for it\n"
+    "  --probe-source6 ADDR   the same for IPv6 (default 2001:2::ffff:fffe)\n"
+    "  --probe-deadline MS    how long `probe` waits for its answer (default 1000)\n";
 
 struct Options {
   std::string profile_path, control_socket = "/run/tern/dataplane.sock", exception_iface;
@@ -63,6 +71,8 @@ struct Options {
   bool refuse = true, check_only = false;
   uint32_t miss_rate = 2000, miss_burst = 500;
   uint64_t cache_bytes = 64u << 20;
+  ProbeSource probe;
+  unsigned probe_deadline_ms = 1000;
 };
 
 template <typename T>
@@ -106,6 +116,20 @@ int parse_args(int argc, char** argv, Options& o) {
       o.refuse = false;
     } else if (a == "--check-profile") {
       o.check_only = true;
+    } else if (a == "--probe-source4" || a == "--probe-source6") {
+      if (!value(v)) return 2;
+      const bool v6 = a == "--probe-source6";
+      if (inet_pton(v6 ? AF_INET6 : AF_INET, v.c_str(), v6 ? o.probe.v6.data() : o.probe.v4.data()) != 1) {
+        std::fprintf(stderr, "tern-dataplane: %s '%s': expected an %s address\n", a.c_str(), v.c_str(),
+                     v6 ? "IPv6" : "IPv4");
+        return 2;
+      }
+    } else if (a == "--probe-deadline") {
+      if (!value(v)) return 2;
+      if (!to_num(v, o.probe_deadline_ms) || o.probe_deadline_ms == 0 || o.probe_deadline_ms > 60000) {
+        std::fprintf(stderr, "tern-dataplane: --probe-deadline '%s': expected milliseconds, 1..60000\n", v.c_str());
+        return 2;
+      }
     } else if (a == "--miss-rate" || a == "--miss-burst" || a == "--cache-bytes") {
       if (!value(v)) return 2;
       bool ok = a == "--miss-rate"    ? to_num(v, o.miss_rate)
@@ -154,6 +178,10 @@ struct Node {
   ExceptionPort exc;
   bool exc_up = false;
   std::vector<rte_ring*> rings;
+  std::vector<rte_ring*> probe_in;            // per worker, control thread -> worker
+  rte_ring* probe_hits = nullptr;             // workers -> control thread
+  rte_ring* probe_ctl = nullptr;              // service thread -> control thread
+  std::unique_ptr<Prober> prober;
   std::vector<Worker*> workers;  // workers[W] is the service thread's own (paired queues)
   bool launched = false;
   std::unique_ptr<AddrWatch> addrs;
@@ -169,12 +197,18 @@ struct Node {
     }
     control.stop();
     drain_rings(rings);
+    drain_rings(probe_in);
+    drain_probe_rings(std::array<rte_ring*, 2>{probe_hits, probe_ctl});
     if (nic_up) port_close(nic.id), nic_up = false;
     if (exc_up) port_close(exc.id), exc_up = false;
     for (Worker* w : workers) worker_destroy(w);
     workers.clear();
     for (rte_ring* r : rings) rte_ring_free(r);
     rings.clear();
+    for (rte_ring* r : probe_in) rte_ring_free(r);
+    probe_in.clear();
+    rte_ring_free(probe_hits), probe_hits = nullptr;
+    rte_ring_free(probe_ctl), probe_ctl = nullptr;
     if (pool) rte_mempool_free(pool), pool = nullptr;
   }
 
@@ -196,6 +230,10 @@ void Node::register_verbs() {
       out += "tern_dp_nic_rx_nombuf_total " + std::to_string(es.rx_nombuf) + "\n";
       out += "tern_dp_nic_rx_errors_total " + std::to_string(es.ierrors) + "\n";
     }
+    if (prober)
+      for (size_t i = 0; i < kProbeCounterCount; ++i)
+        out += "tern_dp_probe_" + std::string(kProbeCounterNames[i]) + "_total " +
+               std::to_string(prober->counters().get(static_cast<ProbeCounter>(i))) + "\n";
     const cache::Stats cs = cache->stats();
     out += "tern_cache_hits_total " + std::to_string(cs.hits) + "\n";
     out += "tern_cache_misses_total " + std::to_string(cs.misses) + "\n";
@@ -252,6 +290,7 @@ void Node::register_verbs() {
   control.on("policy", [this](std::string_view args, std::string& out) {
     return apply_policy_args(policy, args, out);
   });
+  control.on("probe", [this](std::string_view args, std::string& out) { return prober->run(args, out); });
 }
 
 int run(int argc, char** argv) {
@@ -341,6 +380,17 @@ int run(int argc, char** argv) {
     if (!r) return abort_with("cannot create exception ring " + name + ": " + rte_strerror(rte_errno));
     node.rings.push_back(r);
   }
+  // Readiness probe rings: a handful of slots is plenty for one probe in flight at a time.
+  for (unsigned i = 0; i < p.workers(); ++i) {
+    std::string name = "tern_probe_in_" + std::to_string(i);
+    rte_ring* r = rte_ring_create(name.c_str(), 16, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!r) return abort_with("cannot create probe ring " + name + ": " + rte_strerror(rte_errno));
+    node.probe_in.push_back(r);
+  }
+  node.probe_hits = rte_ring_create("tern_probe_hit", 64, socket, RING_F_SC_DEQ);
+  node.probe_ctl = rte_ring_create("tern_probe_ctl", 64, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  if (!node.probe_hits || !node.probe_ctl)
+    return abort_with(std::string("cannot create the probe reply rings: ") + rte_strerror(rte_errno));
   auto make_worker = [&](unsigned i, rte_ring* ring) -> Worker* {
     WorkerConf wc;
     wc.index = i;
@@ -355,6 +405,8 @@ int run(int argc, char** argv) {
     wc.service = &node.service;
     wc.cksum_offload = node.nic.tx_cksum;
     wc.socket_id = socket;
+    if (i < node.probe_in.size()) wc.probe_in = node.probe_in[i];
+    wc.probe_out = node.probe_hits;
     Worker* w = worker_create(wc, &err);
     if (w) node.workers.push_back(w);
     return w;
@@ -364,6 +416,18 @@ int run(int argc, char** argv) {
   Worker* own = nullptr;
   if (node.nic.service_rx >= 0 && !(own = make_worker(p.workers(), nullptr)))
     return abort_with("service thread's worker: " + err);
+
+  ProberConf pc;
+  pc.pool = node.pool;
+  pc.inject = node.probe_in;
+  pc.hits = node.probe_hits;
+  pc.via_control = node.probe_ctl;
+  pc.service = &node.service;
+  pc.source = o.probe;
+  std::memcpy(pc.node_mac.data(), node.nic.node_mac.addr_bytes, 6);
+  pc.iface = p.exception_name;
+  pc.deadline_ms = o.probe_deadline_ms;
+  node.prober = std::make_unique<Prober>(std::move(pc));
 
   node.register_verbs();
   if (auto slash = o.control_socket.rfind('/'); slash != std::string::npos && slash > 0)
@@ -397,6 +461,8 @@ int run(int argc, char** argv) {
   sc.burst = p.burst;
   sc.stop = &g_stop;
   sc.counters = &node.svc_counters;
+  sc.probe_mac = o.probe.mac;
+  sc.probe_replies = node.probe_ctl;
   std::fprintf(stderr, "tern-dataplane: running: profile %s, %u workers, control socket %s, exception interface %s\n",
                p.name.c_str(), p.workers(), o.control_socket.c_str(), p.exception_name.c_str());
   service_loop(sc);

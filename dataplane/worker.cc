@@ -143,7 +143,7 @@ void worker_housekeeping(Worker& w) {
 
 namespace {
 
-BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, rte_mbuf** exc) {
+BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, rte_mbuf** exc, Source src) {
   BurstOut out;
   const unsigned n = static_cast<unsigned>(rx.size());  // <= kBurst
   Query q[kBurst];
@@ -192,7 +192,7 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
       continue;
     }
     w.count(Counter::query_ok);
-    if (!allowed(w, f, q[i])) {
+    if (src == Source::kNic && !allowed(w, f, q[i])) {
       if (!w.refuse_outside) {
         drop(m, Counter::drop_acl);
         continue;
@@ -249,7 +249,7 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
       // A miss, or an expired entry we could serve stale: the resolver gets it while the budget
       // lasts (it refreshes the entry); past the budget a stale entry is answered (RFC 8767 4),
       // anything else dropped, so a random-subdomain flood never reaches the kernel at line rate.
-      if (w.miss_bucket.take(now_tsc)) {
+      if (src == Source::kProbe || w.miss_bucket.take(now_tsc)) {
         punt(m, Counter::miss_punted);
         continue;
       }
@@ -276,15 +276,52 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
 
 }  // namespace
 
-BurstOut process_burst(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, rte_mbuf** exc) {
+BurstOut process_burst(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, rte_mbuf** exc, Source src) {
   BurstOut out;
   for (size_t off = 0; off < rx.size(); off += kBurst) {  // the stages keep kBurst-sized arrays
     const BurstOut o = process_chunk(w, rx.subspan(off, std::min<size_t>(kBurst, rx.size() - off)),
-                                     tx + out.n_tx, exc + out.n_exc);
+                                     tx + out.n_tx, exc + out.n_exc, src);
     out.n_tx = static_cast<uint16_t>(out.n_tx + o.n_tx);
     out.n_exc = static_cast<uint16_t>(out.n_exc + o.n_exc);
   }
   return out;
+}
+
+namespace {
+
+// Worker rings toward the service thread: a full ring is a counted drop, never a wait.
+void to_exception_ring(Worker& w, rte_mbuf** exc, unsigned n) {
+  rte_ring* r = w.conf.exception_ring;
+  const unsigned q = r ? rte_ring_sp_enqueue_burst(r, reinterpret_cast<void**>(exc), n, nullptr) : 0;
+  if (q < n) {
+    w.count(Counter::drop_exception_full, n - q);
+    rte_pktmbuf_free_bulk(exc + q, n - q);
+  }
+}
+
+}  // namespace
+
+void poll_probes(Worker& w) {
+  rte_ring* in = w.conf.probe_in;
+  if (!in) return;
+  constexpr unsigned kMaxProbes = 4;  // one in flight is the norm; a few stale ones are possible
+  rte_mbuf* rx[kMaxProbes];
+  rte_mbuf* tx[kMaxProbes];
+  rte_mbuf* exc[kMaxProbes];
+  const unsigned n = rte_ring_sc_dequeue_burst(in, reinterpret_cast<void**>(rx), kMaxProbes, nullptr);
+  if (!n) return;
+  w.count(Counter::probe_in, n);
+  const BurstOut o = process_burst(w, {rx, n}, tx, exc, Source::kProbe);
+  if (o.n_tx) {
+    rte_ring* out = w.conf.probe_out;
+    const unsigned q = out ? rte_ring_mp_enqueue_burst(out, reinterpret_cast<void**>(tx), o.n_tx, nullptr) : 0;
+    w.count(Counter::probe_answered, q);
+    if (q < o.n_tx) {
+      w.count(Counter::drop_probe_full, o.n_tx - q);
+      rte_pktmbuf_free_bulk(tx + q, o.n_tx - q);
+    }
+  }
+  if (o.n_exc) to_exception_ring(w, exc, o.n_exc);
 }
 
 int worker_loop(Worker& w) {
@@ -310,18 +347,11 @@ int worker_loop(Worker& w) {
           rte_pktmbuf_free_bulk(tx + sent, o.n_tx - sent);
         }
       }
-      if (o.n_exc) {
-        const unsigned q = c.exception_ring ? rte_ring_sp_enqueue_burst(c.exception_ring, reinterpret_cast<void**>(exc),
-                                                                         o.n_exc, nullptr)
-                                            : 0;
-        if (q < o.n_exc) {
-          w.count(Counter::drop_exception_full, o.n_exc - q);
-          rte_pktmbuf_free_bulk(exc + q, o.n_exc - q);
-        }
-      }
+      if (o.n_exc) to_exception_ring(w, exc, o.n_exc);
       w.count(Counter::busy_cycles, rte_rdtsc() - t0);
     } else if (++idle >= kIdleSpinsBeforeSleep && c.idle == IdleMode::kSleep) {
       // Idle: publish, then sleep offline so reclamation never waits for a sleeping core.
+      poll_probes(w);
       worker_housekeeping(w);
       turns = 0;
       c.cache->offline(w.reader);
@@ -336,6 +366,7 @@ int worker_loop(Worker& w) {
     }
     if (++turns >= kHousekeepEvery) {
       turns = 0;
+      poll_probes(w);
       worker_housekeeping(w);
     }
   }

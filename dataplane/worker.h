@@ -82,6 +82,8 @@ struct WorkerConf {
   const ServiceAddrs* service = nullptr;  // addresses Linux has on the exception interface
   bool cksum_offload = false;         // port does IPv4 header + UDP checksums on TX
   int socket_id = -1;                 // NUMA socket for the Worker allocation (-1: any)
+  rte_ring* probe_in = nullptr;       // readiness probes (probe.h): control thread -> this worker, SP/SC
+  rte_ring* probe_out = nullptr;      // probe answered from the cache -> control thread, MP/SC
 };
 
 // Clock shared by everyone who talks to the cache (workers' lookups, the service thread's inserts):
@@ -139,9 +141,18 @@ void publish_stats(Worker& w);
 // of each. Outside worker_loop (tests, benchmarks) with cache writers running on other threads, put
 // the reader online first (cache->online(w.reader)) and pass quiescent points (worker_housekeeping).
 // Answers reference no cache memory once returned: the entry is copied into the mbuf.
+// kProbe: frames from the probe inject ring (probe.h). Same stages; the allow list and the miss
+// limiter do not apply (the probe is the node's own query, one per health interval).
 struct BurstOut {
   uint16_t n_tx = 0, n_exc = 0;
 };
-BurstOut process_burst(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, rte_mbuf** exc);
+enum class Source : uint8_t { kNic, kProbe };
+BurstOut process_burst(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, rte_mbuf** exc,
+                       Source src = Source::kNic);
+
+// Takes injected probes (conf.probe_in) through process_burst: answers go to conf.probe_out, never
+// the NIC; misses to the exception ring like any miss. Called by worker_loop at housekeeping, so a
+// probe waits at most one housekeeping period. Worker's thread only, cache reader online.
+void poll_probes(Worker& w);
 
 }  // namespace tern::dp

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <thread>
 
+#include "probe.h"
 #include "test_packets.h"
 
 namespace tern::dp {
@@ -295,6 +296,118 @@ TEST_F(WorkerTest, LoopOnRingPortAnswersAndStops) {
   rte_ring_free(rxr);
   rte_ring_free(txr);
   rte_ring_free(exr);
+}
+
+// The readiness probe through the real loop: a cached name is answered on the probe ring and never
+// on the NIC, even with an allow list that does not cover the probe source; an uncached name goes
+// to the exception ring like any miss, and the resolver's answer coming back is reported as a miss.
+TEST_F(WorkerTest, ProbeHitNeverReachesTheNicAndMissGoesToTheResolver) {
+  rte_ring* rxr = rte_ring_create("pt_rx", 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* txr = rte_ring_create("pt_tx", 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* exr = rte_ring_create("pt_exc", 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* pin = rte_ring_create("pt_in", 16, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* phit = rte_ring_create("pt_hit", 64, SOCKET_ID_ANY, RING_F_SC_DEQ);
+  rte_ring* pctl = rte_ring_create("pt_ctl", 64, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  ASSERT_TRUE(rxr && txr && exr && pin && phit && pctl);
+  const int port = rte_eth_from_rings("pt_port", &rxr, 1, &txr, 1, SOCKET_ID_ANY);
+  ASSERT_GE(port, 0) << rte_strerror(rte_errno);
+  const uint16_t pid = static_cast<uint16_t>(port);
+  rte_eth_conf conf{};
+  ASSERT_EQ(rte_eth_dev_configure(pid, 1, 1, &conf), 0);
+  ASSERT_EQ(rte_eth_rx_queue_setup(pid, 0, 256, SOCKET_ID_ANY, nullptr, pool()), 0);
+  ASSERT_EQ(rte_eth_tx_queue_setup(pid, 0, 256, SOCKET_ID_ANY, nullptr), 0);
+  ASSERT_EQ(rte_eth_dev_start(pid), 0);
+
+  set_policy("192.0.2.0/24", false, 1000, 100, true);  // probe source outside, and silently dropped
+  worker_destroy(w);
+  WorkerConf c;
+  c.port = pid;
+  c.cache = &cache;
+  c.policy = &policy;
+  c.service = &service;
+  c.stop = &stop;
+  c.exception_ring = exr;
+  c.idle = IdleMode::kSleep;
+  c.sleep_max_us = 200;
+  c.probe_in = pin;
+  c.probe_out = phit;
+  std::string err;
+  w = worker_create(c, &err);
+  ASSERT_NE(w, nullptr) << err;
+  QuerySpec cached;
+  cached.qname = "hit.lab.";
+  store(cached, 300, w->now_s);
+
+  ProberConf pc;
+  pc.pool = pool();
+  pc.inject = {pin};
+  pc.hits = phit;
+  pc.via_control = pctl;
+  pc.service = &service;
+  pc.node_mac = {0x02, 0, 0, 0, 0, 0x53};
+  pc.deadline_ms = 5000;  // generous: a loaded CI machine; the hit normally takes microseconds
+  Prober prober(pc);
+  std::thread t([&] { worker_loop(*w); });
+
+  std::string out;
+  EXPECT_EQ(prober.run("Hit.lab A", out), "");
+  EXPECT_EQ(out.rfind("result=hit rcode=NOERROR answers=1 latency_us=", 0), 0u) << out;
+  EXPECT_NE(out.find(" core=0"), std::string::npos) << out;
+
+  // A miss: the resolver (this test) takes the query off the exception ring and answers it the way
+  // Linux would, toward the probe source; the service thread would put that on the control ring.
+  std::string miss_err, miss_out;
+  std::thread probe([&] { miss_err = prober.run("miss.lab AAAA", miss_out); });
+  void* o = nullptr;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  while (rte_ring_dequeue(exr, &o) != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  ASSERT_NE(o, nullptr) << "the missed probe never reached the exception ring";
+  const Bytes q = bytes(static_cast<rte_mbuf*>(o));
+  rte_pktmbuf_free(static_cast<rte_mbuf*>(o));
+  ASSERT_GE(q.size(), 42u + 12);
+  EXPECT_EQ(std::vector<uint8_t>(q.begin() + 26, q.begin() + 34),
+            (std::vector<uint8_t>{198, 18, 255, 254, 198, 18, 0, 53}))
+      << "from the probe source to the service address, unchanged";
+  QuerySpec ans;
+  ans.src = "198.18.0.53";
+  ans.dst = "198.18.255.254";
+  ans.sport = 53;
+  ans.dport = static_cast<uint16_t>(q[34] << 8 | q[35]);  // the query's source port
+  ans.id = static_cast<uint16_t>(q[42] << 8 | q[43]);
+  ans.qname = "miss.lab.";
+  ans.qtype = 28;
+  ASSERT_EQ(rte_ring_enqueue(pctl, mbuf(test::frame(ans, test::dns_response(ans, 60, 0x0180, Bytes(16, 1), 0)))), 0);
+  probe.join();
+  EXPECT_EQ(miss_err, "");
+  EXPECT_EQ(miss_out.rfind("result=miss rcode=NOERROR answers=0 ", 0), 0u) << miss_out;
+
+  // Nobody answers this one: a timeout naming the worker, and the query still went to the resolver.
+  Prober impatient([&] {
+    ProberConf p2 = pc;
+    p2.deadline_ms = 100;
+    return p2;
+  }());
+  out.clear();
+  const std::string e = impatient.run("gone.lab A", out);
+  EXPECT_EQ(e.rfind("probe timed out after 100 ms (worker 0;", 0), 0u) << e;
+  EXPECT_EQ(impatient.counters().get(ProbeCounter::timed_out), 1u);
+
+  stop = true;
+  t.join();
+  EXPECT_EQ(rte_ring_count(txr), 0u) << "a probe answer must never go out on the NIC";
+  EXPECT_EQ(rte_ring_count(exr), 1u) << "the timed-out probe went to the resolver too";
+  EXPECT_EQ(w->counter(Counter::probe_in), 3u);
+  EXPECT_EQ(w->counter(Counter::probe_answered), 1u);
+  EXPECT_EQ(w->counter(Counter::tx_packets), 0u);
+  EXPECT_EQ(w->counter(Counter::drop_acl), 0u) << "the allow list does not apply to the probe";
+  EXPECT_EQ(prober.counters().get(ProbeCounter::sent), 2u);
+  EXPECT_EQ(prober.counters().get(ProbeCounter::hit), 1u);
+  EXPECT_EQ(prober.counters().get(ProbeCounter::via_control), 1u);
+  drain_probe_rings(std::array<rte_ring*, 3>{exr, phit, pctl});
+  rte_eth_dev_stop(pid);
+  rte_eth_dev_close(pid);
+  for (rte_ring* r : {rxr, txr, exr, pin, phit, pctl}) rte_ring_free(r);
 }
 
 }  // namespace

@@ -9,7 +9,9 @@
 # the control socket moves, same records), IPv6, TCP and ping through the exception path,
 # flush, REFUSED for a client outside the allow list, a service address added to the
 # exception interface answered at once (a VIP moving), hits still answered during a
-# unique-name flood while the miss limiter drops, and a clean SIGTERM shutdown.
+# unique-name flood while the miss limiter drops, the readiness probe (a miss through the
+# resolver, then a hit; with tern-control, `ternctl health -v` reports it), and a clean SIGTERM
+# shutdown.
 #
 # usage: tests/dataplane_e2e_test.sh BUILD_ROOT      (root; uses only 198.18.0.0/16, 2001:2::/64)
 # Resolver: the lab's unbound, or tern-control with TERN_E2E_RESOLVER=tern-control
@@ -31,6 +33,8 @@ DP_PID= LAB_WAS_UP=0 FAILED=0
 [[ $(id -u) -eq 0 ]] || { echo "SKIP: needs root (network namespaces)"; exit 77; }
 [[ -x $DP ]] || { echo "FAIL: $DP not built"; exit 1; }
 TC=${TERN_CONTROL:-$BUILD/control/tern-control}
+TCTL=${TERNCTL:-$(dirname "$TC")/ternctl}
+PROBE4=198.18.255.254  # tern-dataplane's default --probe-source4
 if [[ ${TERN_E2E_RESOLVER:-unbound} == tern-control && ! -x $TC ]]; then
   echo "FAIL: TERN_E2E_RESOLVER=tern-control but $TC is not built (or set TERN_CONTROL)"; exit 1
 fi
@@ -120,12 +124,14 @@ tern-control)
   cat >"$WORK/tern.conf" <<EOF
 [server]
 listen = $TERN4:53 [$TERN6]:53
-allow = $CLI4/32 $CLI6/128 $TERN4/32
+allow = $CLI4/32 $CLI6/128 $TERN4/32 $PROBE4/32
 control-socket = $WORK/control.sock
 dataplane-socket = $SOCK
 state-dir = $WORK/state
 [recursion]
 root-hints = $LAB_ROOT_HINTS
+[health]
+probe = www.lab A
 EOF
   ip netns exec "$NODE" "$TC" -c "$WORK/tern.conf" --foreground >"$WORK/tc.log" 2>&1 &
   ok=0
@@ -223,7 +229,39 @@ limited1=$(( $(counter drop_rate_limited) + $(counter answer_stale) ))
 log "   flood: $(grep -E 'Queries sent|Queries completed' "$WORK/dnsperf.log" | tr -s ' ' | tr '\n' ' ')"
 log "   limited misses: $((limited1 - limited0)), cached answers during the flood: $answered/10"
 
-log "9. heartbeats move, SIGTERM stops cleanly"
+log "9. readiness probe: injected into a worker; uncached it goes through the resolver, then it is a hit"
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+p1=$(ctl probe beta.zz MX) || fail "probe of an uncached name: $p1"
+[[ $p1 == "result=miss rcode=NOERROR "* ]] || fail "uncached probe: want result=miss rcode=NOERROR, got: $p1"
+p2=$(ctl probe beta.zz MX) || fail "second probe: $p2"
+[[ $p2 == "result=hit rcode=NOERROR "* ]] || fail "second probe was not a cache hit: $p2"
+(($(field "$p2" answers) >= 1)) || fail "the probe's answer has no records: $p2"
+ip -n "$NODE" neigh show "$PROBE4" dev tl-exc0 | grep -q PERMANENT || fail "no permanent neighbour entry for the probe source"
+hit_lat=()
+for _ in $(seq 10); do
+  p=$(ctl probe beta.zz MX) && [[ $p == "result=hit "* ]] || { fail "probe not a hit: $p"; break; }
+  hit_lat+=("$(field "$p" latency_us)")
+done
+sorted=$(printf '%s\n' "${hit_lat[@]}" | sort -n | tr '\n' ' ')
+log "   probe latency: miss (through the resolver) $(field "$p1" latency_us) us; 10 hits (sorted): $sorted us"
+np=$(ctl stats | awk '$1 == "tern_dp_probe_hit_total" { print $2 }')
+((np >= 11)) || fail "tern_dp_probe_hit_total is ${np:-missing}, want >= 11"
+(($(svc_counter probe_replies) >= 1)) || fail "the resolver's answer to the probe did not come back to the probe ring"
+if [[ ${TERN_E2E_RESOLVER:-unbound} == tern-control ]]; then
+  if [[ -x $TCTL ]]; then
+    ok=0
+    for _ in $(seq 30); do
+      hv=$("$TCTL" --socket "$WORK/control.sock" health -v 2>&1) && [[ $hv == *"probe: ok (hit NOERROR"* ]] && { ok=1; break; }
+      sleep 0.2
+    done
+    ((ok)) || fail "ternctl health -v does not show the probe passing as a hit: $hv"
+    log "   ternctl health -v: $(grep '^probe:' <<<"$hv")"
+  else
+    fail "$TCTL not built: cannot check that tern-control's health uses the probe"
+  fi
+fi
+
+log "10. heartbeats move, SIGTERM stops cleanly"
 hb0=$(ctl heartbeats | awk '/core="0"/ { print $2 }')
 sleep 0.5
 hb1=$(ctl heartbeats | awk '/core="0"/ { print $2 }')
