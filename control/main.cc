@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <chrono>
@@ -316,6 +317,21 @@ void Daemon::register_verbs() {
     cs.emplace_back("mgmt_requests_total", mgmt_.requests());
     cs.emplace_back("mgmt_rejected_total", mgmt_.rejected());
     for (const auto& [k, v] : cs) r.line(k + " " + std::to_string(v));
+    // Per upstream server, in exposition form so one token stays one key:
+    // upstream_errors_total{server="198.18.1.1",kind="refused"} 3
+    for (const auto& s : server_.upstream_servers()) {
+      std::string sv = "{server=\"" + escape_label_value(s.server) + "\"";
+      r.line("upstream_queries_total" + sv + "} " + std::to_string(s.queries));
+      r.line("upstream_timeouts_total" + sv + "} " + std::to_string(s.timeouts));
+      for (const auto& [kind, n] : s.errors)
+        r.line("upstream_errors_total" + sv + ",kind=\"" + std::string(kind) + "\"} " +
+               std::to_string(n));
+      if (s.srtt_seconds) {
+        std::ostringstream os;
+        os << *s.srtt_seconds;
+        r.line("upstream_srtt_seconds" + sv + "} " + os.str());
+      }
+    }
   });
   mgmt_.on("cache", "cache flush [NAME] [--subtree] | cache dump",
            [this](const std::vector<std::string>& a, MgmtReply& r) {
@@ -402,7 +418,18 @@ void Daemon::register_metrics() {
     auto ends = [](const std::string& n, std::string_view suf) {
       return n.size() > suf.size() && n.compare(n.size() - suf.size(), suf.size(), suf) == 0;
     };
+    // The all-servers timeout count cannot keep its natural name: tern_upstream_timeouts_total
+    // is the per-server family (write_upstream_stats), and one family must not mix the sum
+    // with its parts.
+    constexpr std::pair<std::string_view, std::string_view> kRenamed[] = {
+        {"upstream_timeouts", "tern_upstream_all_timeouts_total"}};
     for (const auto& [name, v] : cs) {
+      if (auto it = std::find_if(std::begin(kRenamed), std::end(kRenamed),
+                                 [&](const auto& r) { return r.first == name; });
+          it != std::end(kRenamed)) {
+        w.single(it->second, MetricType::counter, "tern-control counter " + name, v);
+        continue;
+      }
       if (ends(name, "_current")) {
         std::string base = name.substr(0, name.size() - 8);
         w.single(metric_name("tern_", base, ""), MetricType::gauge, "tern-control level " + base, v);
@@ -412,6 +439,7 @@ void Daemon::register_metrics() {
       w.single(metric, MetricType::counter, "tern-control counter " + name, v);
     }
   });
+  metrics_.add([this](MetricsWriter& w) { write_upstream_stats(w, server_.upstream_servers()); });
   metrics_.add([this](MetricsWriter& w) { health_.collect(w); });
 }
 

@@ -203,6 +203,27 @@ void write_dataplane_stats(MetricsWriter& w, const std::vector<DataplaneStat>& s
   }
 }
 
+void write_upstream_stats(MetricsWriter& w, const std::vector<UpstreamServerStat>& st) {
+  if (st.empty()) return;
+  w.family("tern_upstream_queries_total", MetricType::counter,
+           "Queries sent to this upstream server (UDP and TCP; top servers by queries)");
+  for (const auto& s : st) w.sample("tern_upstream_queries_total", {{"server", s.server}}, s.queries);
+  w.family("tern_upstream_timeouts_total", MetricType::counter,
+           "Queries to this upstream server that got no answer in time");
+  for (const auto& s : st) w.sample("tern_upstream_timeouts_total", {{"server", s.server}}, s.timeouts);
+  w.family("tern_upstream_errors_total", MetricType::counter,
+           "Failed exchanges with this upstream server, by kind (lame, refused, servfail, "
+           "formerr, tcp, network, malformed)");
+  for (const auto& s : st)
+    for (const auto& [kind, n] : s.errors)
+      w.sample("tern_upstream_errors_total", {{"server", s.server}, {"kind", kind}}, n);
+  w.family("tern_upstream_srtt_seconds", MetricType::gauge,
+           "Smoothed round-trip time to this upstream server (RFC 6298), while it is in the "
+           "infra cache");
+  for (const auto& s : st)
+    if (s.srtt_seconds) w.sample("tern_upstream_srtt_seconds", {{"server", s.server}}, *s.srtt_seconds);
+}
+
 std::string MetricsRegistry::render() const {
   MetricsWriter w;
   w.family("tern_build_info", MetricType::gauge, "tern version this tern-control was built from");

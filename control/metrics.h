@@ -84,6 +84,19 @@ std::optional<DataplaneStat> parse_dataplane_stat(std::string_view line);
 // `_total` names are counters, the rest gauges. Help text comes from the counter table.
 void write_dataplane_stats(MetricsWriter&, const std::vector<DataplaneStat>&);
 
+// One upstream server's tallies, from the resolver's infra cache (control/resolver/infra.h).
+struct UpstreamServerStat {
+  std::string server;  // "198.18.1.1", "2001:2::53", "198.18.1.1@5353" off port 53
+  uint64_t queries = 0, timeouts = 0;
+  std::vector<std::pair<std::string_view, uint64_t>> errors;  // kind -> count, every kind
+  std::optional<double> srtt_seconds;                          // none until it answered
+};
+
+// tern_upstream_queries_total{server}, tern_upstream_timeouts_total{server},
+// tern_upstream_errors_total{server,kind} and the gauge tern_upstream_srtt_seconds{server}.
+// The caller bounds the list (the top servers by queries) so cardinality stays bounded.
+void write_upstream_stats(MetricsWriter&, const std::vector<UpstreamServerStat>&);
+
 // The collectors that together make /metrics: each writes its own families. Registered by
 // tern-control's main (config/reload state, resolver counters) and by the health monitor.
 class MetricsRegistry {

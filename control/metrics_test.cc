@@ -56,6 +56,41 @@ TEST(Metrics, ParsesDataplaneStatLines) {
   EXPECT_FALSE(parse_dataplane_stat("bad-name 5"));
 }
 
+TEST(Metrics, UpstreamServersOneFamilyPerMetric) {
+  UpstreamServerStat a;
+  a.server = "198.18.1.1";
+  a.queries = 10;
+  a.errors = {{"lame", 0}, {"refused", 2}};
+  a.srtt_seconds = 0.012;
+  UpstreamServerStat b;
+  b.server = "2001:2::53";
+  b.queries = 3;
+  b.timeouts = 3;
+  b.errors = {{"lame", 1}, {"refused", 0}};
+  MetricsWriter w;
+  write_upstream_stats(w, {a, b});
+  const std::string& t = w.text();
+  EXPECT_NE(t.find("# TYPE tern_upstream_queries_total counter\n"
+                   "tern_upstream_queries_total{server=\"198.18.1.1\"} 10\n"
+                   "tern_upstream_queries_total{server=\"2001:2::53\"} 3\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("tern_upstream_timeouts_total{server=\"198.18.1.1\"} 0\n"
+                   "tern_upstream_timeouts_total{server=\"2001:2::53\"} 3\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("tern_upstream_errors_total{server=\"198.18.1.1\",kind=\"refused\"} 2\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("tern_upstream_errors_total{server=\"2001:2::53\",kind=\"lame\"} 1\n"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("# TYPE tern_upstream_srtt_seconds gauge\n"
+                   "tern_upstream_srtt_seconds{server=\"198.18.1.1\"} 0.012\n"),
+            std::string::npos) << t;
+  EXPECT_EQ(t.find("tern_upstream_srtt_seconds{server=\"2001:2::53\"}"), std::string::npos)
+      << "no SRTT sample for a server that never answered";
+  MetricsWriter empty;
+  write_upstream_stats(empty, {});
+  EXPECT_EQ(empty.text(), "");
+}
+
 TEST(Metrics, DataplaneStatsGroupedIntoFamilies) {
   std::vector<DataplaneStat> st;
   for (const char* l : {"tern_dp_rx_packets_total{core=\"0\"} 10", "tern_dp_drop_acl_total{core=\"0\"} 1",

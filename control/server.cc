@@ -235,6 +235,8 @@ class Frontend {
     out.emplace_back("tcp_connections_current", conns_.size());
     out.emplace_back("listeners_current", listeners_.size());
     out.emplace_back("msgcache_entries_current", msgcache_.entries());
+    out.emplace_back("msgcache_bytes_current", msgcache_.bytes());
+    out.emplace_back("msgcache_evictions", msgcache_.evictions());
   }
 
  private:
@@ -612,6 +614,24 @@ void Server::counters(std::vector<std::pair<std::string, uint64_t>>& out) const 
   out.emplace_back("cache_bytes_current", resolver_->cache().bytes());
   out.emplace_back("resolutions_current", resolver_->outstanding());
   out.emplace_back("infra_servers_current", resolver_->infra().size());
+}
+
+std::vector<UpstreamServerStat> Server::upstream_servers(size_t n) const {
+  const resolver::Infra& inf = resolver_->infra();
+  std::vector<UpstreamServerStat> out;
+  for (const resolver::Infra::Tally* t : inf.top(n)) {
+    UpstreamServerStat s;
+    s.server = t->addr.text();
+    if (s.server.ends_with("@53")) s.server.resize(s.server.size() - 3);
+    s.queries = t->queries;
+    s.timeouts = t->timeouts;
+    for (size_t k = 0; k < resolver::kUpstreamErrorKinds; ++k)
+      s.errors.emplace_back(resolver::kUpstreamErrorNames[k], t->errors[k]);
+    if (const resolver::Infra::Server* is = inf.find(t->addr); is && is->srtt >= 0)
+      s.srtt_seconds = is->srtt / 1000.0;
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 size_t Server::cache_flush(std::string_view name, bool subtree) {

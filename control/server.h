@@ -13,6 +13,7 @@
 
 #include "control/config.h"
 #include "control/loop.h"
+#include "control/metrics.h"
 
 namespace tern::control {
 
@@ -36,6 +37,10 @@ class Server {  // owns listeners + resolver; lives on the loop thread
   // Cumulative counters, never reset: ("queries_udp", n), ("answers_noerror", n), ...
   // Gauges are included with a "_current" suffix (cache_bytes_current, ...).
   void counters(std::vector<std::pair<std::string, uint64_t>>&) const;
+  // Per-upstream-server tallies, the `n` most-queried servers first. Bounded on purpose:
+  // a random-subdomain flood reaches many zones' servers, and each would be a new series.
+  static constexpr size_t kUpstreamMetricsServers = 64;
+  std::vector<UpstreamServerStat> upstream_servers(size_t n = kUpstreamMetricsServers) const;
   size_t cache_flush(std::string_view name /* "" = all */, bool subtree);
   void cache_dump(std::ostream&) const;
 

@@ -74,6 +74,45 @@ int Infra::choose(std::span<const ServerAddr> c, std::mt19937& rng) const {
   return best;
 }
 
+Infra::Tally& Infra::tally(const ServerAddr& a) {
+  std::string k = a.key();
+  auto it = tally_.find(k);
+  if (it != tally_.end()) return it->second;
+  if (tally_.size() >= kTallyMax) {
+    // A linear scan, only when a server never seen (or long evicted) is first asked: that
+    // costs an upstream round trip anyway, and keeps the table a plain map.
+    auto victim = std::min_element(tally_.begin(), tally_.end(), [](const auto& x, const auto& y) {
+      return x.second.queries < y.second.queries;
+    });
+    tally_.erase(victim);
+    ++tally_evictions_;
+  }
+  Tally& t = tally_[std::move(k)];
+  t.addr = a;
+  return t;
+}
+
+const Infra::Tally* Infra::find_tally(const ServerAddr& a) const {
+  auto it = tally_.find(a.key());
+  return it == tally_.end() ? nullptr : &it->second;
+}
+
+std::vector<const Infra::Tally*> Infra::top(size_t n) const {
+  std::vector<std::pair<const std::string*, const Tally*>> all;
+  all.reserve(tally_.size());
+  for (const auto& [k, t] : tally_) all.emplace_back(&k, &t);
+  auto more = [](const auto& x, const auto& y) {
+    if (x.second->queries != y.second->queries) return x.second->queries > y.second->queries;
+    return *x.first < *y.first;
+  };
+  n = std::min(n, all.size());
+  std::partial_sort(all.begin(), all.begin() + long(n), all.end(), more);
+  std::vector<const Tally*> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.push_back(all[i].second);
+  return out;
+}
+
 void Infra::expire(uint64_t now) {
   std::erase_if(lame_, [now](const auto& kv) { return kv.second <= now; });
   std::erase_if(servers_, [now](const auto& kv) { return kv.second.last_used + 3600000 < now; });

@@ -72,5 +72,26 @@ TEST(Infra, LamenessIsPerZone) {
   EXPECT_FALSE(inf.lame(a, "zoneA", 1000 + Infra::kLameMs));
 }
 
+TEST(Infra, TallyIsBoundedAndKeepsTheBusiestServers) {
+  Infra inf;
+  ServerAddr busy = addr("198.18.1.1");
+  for (int i = 0; i < 100; ++i) inf.count_query(busy);
+  inf.count_timeout(busy);
+  // A random-subdomain flood reaches many zones' servers, each asked once.
+  for (unsigned i = 0; i < 3 * Infra::kTallyMax; ++i) {
+    std::string ip = "198.19." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1);
+    inf.count_query(addr(ip.c_str()));
+  }
+  EXPECT_EQ(inf.tallies(), Infra::kTallyMax);
+  EXPECT_EQ(inf.tally_evictions(), 2 * Infra::kTallyMax + 1);
+  const Infra::Tally* t = inf.find_tally(busy);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->queries, 100u);
+  EXPECT_EQ(t->timeouts, 1u);
+  auto top = inf.top(64);
+  ASSERT_EQ(top.size(), 64u);
+  EXPECT_EQ(top[0], t);
+}
+
 }  // namespace
 }  // namespace tern::control::resolver

@@ -27,7 +27,42 @@ size_t skip_name(std::span<const uint8_t> w, size_t off) {
 
 void MsgCache::set_max_bytes(size_t b) {
   max_bytes_ = b;
-  if (bytes_ > max_bytes_) clear();
+  while (bytes_ > max_bytes_ && evict_one(0)) {
+  }
+}
+
+void MsgCache::clear() {
+  map_.clear();
+  ring_.clear();
+  free_.clear();
+  hand_ = 0;
+  bytes_ = 0;
+}
+
+void MsgCache::erase(Map::iterator it) {
+  bytes_ -= it->second.cost;
+  ring_[it->second.slot] = nullptr;
+  free_.push_back(it->second.slot);
+  map_.erase(it);
+}
+
+bool MsgCache::evict_one(uint64_t now_ms) {
+  if (map_.empty()) return false;
+  // Terminates: each live slot is passed at most twice (once to clear its bit).
+  for (;;) {
+    if (hand_ >= ring_.size()) hand_ = 0;
+    const std::string* k = ring_[hand_++];
+    if (!k) continue;
+    auto it = map_.find(*k);
+    Entry& e = it->second;
+    if (e.referenced && now_ms < e.expire_ms) {
+      e.referenced = false;  // second chance
+      continue;
+    }
+    erase(it);
+    ++evictions_;
+    return true;
+  }
 }
 
 std::string MsgCache::key(const Query& q) {
@@ -69,13 +104,31 @@ void MsgCache::store(const Query& q, std::span<const uint8_t> r, uint64_t now_ms
   e.wire[10] = e.wire[11] = 0;
   e.stored_ms = now_ms;
   e.expire_ms = now_ms + life;
-  size_t cost = e.wire.size() + e.ttl_at.size() * 6 + 96;
-  if (bytes_ + cost > max_bytes_) clear();  // coarse but O(1) amortised; the RRset cache remains
+  e.cost = cost(e);
+  if (e.cost > max_bytes_) return;
   std::string k = key(q);
   auto it = map_.find(k);
-  if (it != map_.end()) bytes_ -= it->second.wire.size() + it->second.ttl_at.size() * 6 + 96;
-  bytes_ += cost;
-  map_[std::move(k)] = std::move(e);
+  if (it != map_.end()) {  // a fresher answer for the same question keeps its slot and bit
+    bytes_ -= it->second.cost;
+    e.slot = it->second.slot;
+    e.referenced = it->second.referenced;
+    it->second = std::move(e);
+    bytes_ += it->second.cost;
+    while (bytes_ > max_bytes_ && evict_one(now_ms)) {
+    }
+    return;
+  }
+  while (bytes_ + e.cost > max_bytes_ && evict_one(now_ms)) {
+  }
+  if (free_.empty()) {
+    free_.push_back(uint32_t(ring_.size()));
+    ring_.push_back(nullptr);
+  }
+  e.slot = free_.back();
+  free_.pop_back();
+  bytes_ += e.cost;
+  auto ins = map_.emplace(std::move(k), std::move(e)).first;
+  ring_[ins->second.slot] = &ins->first;
 }
 
 bool MsgCache::answer(const Query& q, uint16_t our_size, size_t limit, uint64_t now_ms,
@@ -84,8 +137,7 @@ bool MsgCache::answer(const Query& q, uint16_t our_size, size_t limit, uint64_t 
   if (it == map_.end()) return false;
   Entry& e = it->second;
   if (now_ms >= e.expire_ms) {
-    bytes_ -= e.wire.size() + e.ttl_at.size() * 6 + 96;
-    map_.erase(it);
+    erase(it);
     return false;
   }
   size_t size = e.wire.size() + (q.edns ? 11 : 0);
@@ -111,6 +163,7 @@ bool MsgCache::answer(const Query& q, uint16_t our_size, size_t limit, uint64_t 
                              uint8_t(q.do_bit ? 0x80 : 0), 0, 0, 0};
     out.insert(out.end(), opt, opt + 11);
   }
+  e.referenced = true;
   ++hits_;
   return true;
 }

@@ -6,6 +6,13 @@
 // since it was stored), then appends OPT when the client sent one. Entries expire at
 // 90% of their smallest TTL so that the last 10% goes through the RRset cache, where
 // prefetch lives. Never serves stale data. Single-threaded (EventLoop thread).
+//
+// Bounded by bytes (wire + TTL offsets + a fixed per-entry overhead). A full cache evicts
+// by CLOCK, an LRU approximation that costs a hit one store to a flag: every entry has a
+// slot on a ring and a referenced bit set by each hit; to make room the hand sweeps the
+// ring, clearing set bits and evicting the first entry whose bit is clear (an expired
+// entry goes at once). Entries hit since the hand last passed survive, so the hot set stays
+// while a stream of one-off names only replaces other cold entries.
 #pragma once
 
 #include <cstdint>
@@ -28,12 +35,11 @@ class MsgCache {
   // Fills `out` with the answer to q when cached and it fits `limit`. False otherwise.
   bool answer(const Query& q, uint16_t our_size, size_t limit, uint64_t now_ms,
               std::vector<uint8_t>& out);
-  void clear() {
-    map_.clear();
-    bytes_ = 0;
-  }
+  void clear();
   size_t entries() const { return map_.size(); }
+  size_t bytes() const { return bytes_; }
   uint64_t hits() const { return hits_; }
+  uint64_t evictions() const { return evictions_; }  // entries dropped to make room
 
  private:
   struct Entry {
@@ -41,11 +47,25 @@ class MsgCache {
     std::vector<uint16_t> ttl_at;  // offsets of TTL fields
     std::vector<uint32_t> ttl;     // TTL values when stored
     uint64_t stored_ms = 0, expire_ms = 0;
+    size_t cost = 0;
+    uint32_t slot = 0;        // index in ring_
+    bool referenced = false;  // hit since the hand last passed
   };
+  using Map = std::unordered_map<std::string, Entry>;
   static std::string key(const Query& q);
+  static size_t cost(const Entry& e) { return e.wire.size() + e.ttl_at.size() * 6 + 96; }
+  void erase(Map::iterator it);
+  // Evicts one entry by CLOCK; false when the cache is empty.
+  bool evict_one(uint64_t now_ms);
+
   size_t max_bytes_, bytes_ = 0;
-  uint64_t hits_ = 0;
-  std::unordered_map<std::string, Entry> map_;
+  uint64_t hits_ = 0, evictions_ = 0;
+  Map map_;
+  // The clock: pointers to map_'s keys (node-based, stable across rehash); nullptr is a
+  // free slot, listed in free_ for reuse, so the ring never outgrows the peak entry count.
+  std::vector<const std::string*> ring_;
+  std::vector<uint32_t> free_;
+  size_t hand_ = 0;
 };
 
 }  // namespace tern::control::resolver

@@ -72,5 +72,62 @@ TEST(MsgCache, ExpiresAtNinetyPercentAndKeepsOnlyFinalAnswers) {
   EXPECT_FALSE(mc.answer(q, 1232, 20, 1000, out));
 }
 
+std::string cold_name(int i) {
+  std::string n = std::to_string(i);
+  n.insert(0, 1, 'n');
+  n.append(".lab.");
+  return n;
+}
+
+TEST(MsgCache, HotEntrySurvivesAFloodOfColdOnes) {
+  Query hot = make_query("www.lab.", 1, false);
+  auto reply = build(hot, 0, 300);
+  // Room for about ten answers of this size.
+  MsgCache mc(10 * (reply.size() + 120));
+  mc.store(hot, reply, 0);
+  std::vector<uint8_t> out;
+  for (int i = 0; i < 500; ++i) {
+    Query q = make_query(cold_name(i).c_str(), 2, false);
+    mc.store(q, build(q, 0, 300), 1000);
+    ASSERT_TRUE(mc.answer(hot, 1232, 512, 1000, out)) << "hot entry evicted after " << i << " cold ones";
+    if (i >= 10) {
+      ASSERT_GE(mc.entries(), 5u) << "the cache emptied itself";
+    }
+  }
+  EXPECT_LE(mc.entries(), 10u);
+  EXPECT_GT(mc.evictions(), 400u);
+  // The newest cold entry is there; the oldest ones made room.
+  Query last = make_query(cold_name(499).c_str(), 3, false);
+  EXPECT_TRUE(mc.answer(last, 1232, 512, 1000, out));
+  Query first = make_query(cold_name(0).c_str(), 3, false);
+  EXPECT_FALSE(mc.answer(first, 1232, 512, 1000, out));
+}
+
+TEST(MsgCache, WithoutHitsTheOldestGoesFirstAndShrinkingKeepsTheRest) {
+  Query q0 = make_query(cold_name(0).c_str(), 1, false);
+  auto reply = build(q0, 0, 300);
+  MsgCache mc(4 * (reply.size() + 120));
+  for (int i = 0; i < 6; ++i) {
+    Query q = make_query(cold_name(i).c_str(), 1, false);
+    mc.store(q, build(q, 0, 300), 0);
+  }
+  std::vector<uint8_t> out;
+  EXPECT_FALSE(mc.answer(q0, 1232, 512, 0, out));
+  for (int i = 2; i < 6; ++i) {
+    Query q = make_query(cold_name(i).c_str(), 1, false);
+    EXPECT_TRUE(mc.answer(q, 1232, 512, 0, out)) << cold_name(i);
+  }
+  // Storing the same question again replaces it, without growing the cache.
+  size_t bytes = mc.bytes();
+  Query q5 = make_query(cold_name(5).c_str(), 1, false);
+  mc.store(q5, build(q5, 0, 300), 0);
+  EXPECT_EQ(mc.bytes(), bytes);
+  EXPECT_EQ(mc.entries(), 4u);
+  // A smaller limit evicts down to it instead of emptying the cache.
+  mc.set_max_bytes(2 * (reply.size() + 120));
+  EXPECT_EQ(mc.entries(), 2u);
+  EXPECT_LE(mc.bytes(), 2 * (reply.size() + 120));
+}
+
 }  // namespace
 }  // namespace tern::control::resolver

@@ -120,6 +120,8 @@ class Resolution {
   void send(size_t idx, bool tcp, bool edns);
   void on_reply(UpstreamResult res);
   void handle(const ldns_pkt* pkt, Srv& srv);
+  // Tallies a lame or error reply for the operator metrics, by what the rcode says.
+  void count_error(const Srv& srv, const Classified& c, unsigned rcode);
   void adopt_referral(const Classified& c);
   void resolve_ns_name();
   void finish(unsigned rcode, dns::RrList soa = nullptr);
@@ -401,6 +403,7 @@ void Resolution::send(size_t idx, bool tcp, bool edns) {
   uint32_t rto = r_.infra_.rto(srv.addr);
   uint32_t timeout = std::clamp<uint32_t>(rto, 100, cfg.upstream_timeout_ms);
   if (tcp) timeout = cfg.upstream_timeout_ms;
+  r_.infra_.count_query(srv.addr);
   up_ = std::make_unique<Upstream>(r_.loop_, r_.ustats_, std::move(q), std::move(exp), tcp,
                                    timeout, [this](UpstreamResult res) { on_reply(std::move(res)); });
 }
@@ -411,8 +414,13 @@ void Resolution::on_reply(UpstreamResult res) {
   uint64_t now = r_.now();
   if (res.status != UpstreamResult::ok) {
     if (res.status == UpstreamResult::malformed) {
+      r_.infra_.count_error(srv.addr, UpstreamError::malformed);
       failures(srv) = r_.cfg_.retries;  // a server that sends garbage gets no second chance
     } else {
+      if (res.status == UpstreamResult::timeout)
+        r_.infra_.count_timeout(srv.addr);
+      else
+        r_.infra_.count_error(srv.addr, cur_tcp_ ? UpstreamError::tcp : UpstreamError::network);
       r_.infra_.timeout(srv.addr, now);
       saw_timeout_ = true;
       ++failures(srv);
@@ -443,6 +451,7 @@ void Resolution::handle(const ldns_pkt* pkt, Srv& srv) {
   // RFC 6891 §7: FORMERR/NOTIMP to a query with OPT → retry without EDNS.
   if (cur_edns_ && (rcode == LDNS_RCODE_FORMERR || rcode == LDNS_RCODE_NOTIMPL)) {
     ++r_.stats_.edns_fallbacks;
+    r_.infra_.count_error(srv.addr, UpstreamError::formerr);
     r_.infra_.set_no_edns(srv.addr, now);
     if (*budget_ == 0) return next_query();
     return send(cur_srv_, cur_tcp_, false);
@@ -456,9 +465,11 @@ void Resolution::handle(const ldns_pkt* pkt, Srv& srv) {
     switch (c.kind) {
       case Classified::referral:
         return adopt_referral(c);
-      case Classified::nxdomain:
       case Classified::lame:
       case Classified::error:
+        count_error(srv, c, rcode);
+        [[fallthrough]];
+      case Classified::nxdomain:
         // Relaxed mode: some servers answer NXDOMAIN for empty non-terminals or fail
         // on minimised names; fall back to the full name.
         ++r_.stats_.qmin_fallbacks;
@@ -520,6 +531,7 @@ void Resolution::handle(const ldns_pkt* pkt, Srv& srv) {
     case Classified::lame:
       // REFUSED, SERVFAIL, non-authoritative answers, upward referrals: this server
       // cannot answer for the zone.
+      count_error(srv, c, rcode);
       if (!fwd) {
         r_.infra_.mark_lame(srv.addr, zone_.key(), now);
         ++r_.stats_.lame_servers;
@@ -527,6 +539,17 @@ void Resolution::handle(const ldns_pkt* pkt, Srv& srv) {
       failures(srv) = cfg.retries;
       return next_query();
   }
+}
+
+void Resolution::count_error(const Srv& srv, const Classified& c, unsigned rcode) {
+  // Any other reply here (non-AA answer, upward referral, an odd rcode) is marked lame.
+  UpstreamError e = UpstreamError::lame;
+  if (c.kind == Classified::error) {
+    if (rcode == LDNS_RCODE_REFUSED) e = UpstreamError::refused;
+    else if (rcode == LDNS_RCODE_SERVFAIL) e = UpstreamError::servfail;
+    else if (rcode == LDNS_RCODE_FORMERR || rcode == LDNS_RCODE_NOTIMPL) e = UpstreamError::formerr;
+  }
+  r_.infra_.count_error(srv.addr, e);
 }
 
 void Resolution::adopt_referral(const Classified& c) {

@@ -91,6 +91,7 @@ class Resolver {
   Cache& cache() { return cache_; }
   const Cache& cache() const { return cache_; }
   Infra& infra() { return infra_; }
+  const Infra& infra() const { return infra_; }
   const ResolverStats& stats() const { return stats_; }
   const UpstreamStats& upstream_stats() const { return ustats_; }
   uint64_t now() const { return loop_.now_ms(); }

@@ -233,6 +233,53 @@ TEST_F(ResolverTest, DeadServerTimesOutAndTheOtherAnswers) {
   EXPECT_GE(ex2_->queries, 4);
 }
 
+TEST_F(ResolverTest, PerServerTalliesShowQueriesTimeoutsAndRefusals) {
+  ex1_->dead = true;
+  auto addr = [](const char* ip) {
+    dns::Rr a(rr(at(std::string("x. 1 IN A ") + ip)));
+    return ServerAddr::from_rr(a.get());
+  };
+  ServerAddr dead = addr("127.53.0.3"), live = addr("127.53.0.4");
+  // Make the dead server look fastest so it is certainly asked first.
+  for (int i = 0; i < 5; ++i) res_->infra().rtt(dead, 1, 0);
+  Answer a = resolve("www.example.test.", LDNS_RR_TYPE_A);
+  EXPECT_NE(answers(a).find("198.18.9.1"), std::string::npos);
+
+  const Infra& inf = res_->infra();
+  const Infra::Tally* d = inf.find_tally(dead);
+  const Infra::Tally* l = inf.find_tally(live);
+  ASSERT_TRUE(d && l);
+  EXPECT_GE(d->queries, 1u);
+  EXPECT_EQ(d->timeouts, d->queries);
+  EXPECT_GE(l->queries, 1u);
+  EXPECT_EQ(l->timeouts, 0u);
+  for (uint64_t e : l->errors) EXPECT_EQ(e, 0u);
+  EXPECT_EQ(ex2_->queries, int(l->queries));  // every query counted, as the server saw it
+
+  // A refusing server is counted as such, and the counters survive the infra cache's
+  // idle expiry (they are cumulative; only SRTT/RTO state is forgotten).
+  ex1_->dead = false;
+  ex1_->refuse = true;
+  for (int i = 0; i < 6; ++i) {  // the refusing server looks fastest, so it is asked first
+    res_->infra().rtt(dead, 1, 0);
+    res_->infra().rtt(live, 200, 0);
+  }
+  res_->cache().flush_all();
+  resolve("www.example.test.", LDNS_RR_TYPE_A);
+  EXPECT_EQ(d->errors[size_t(UpstreamError::refused)], 1u);
+  uint64_t dq = d->queries;
+  res_->infra().expire(res_->now() + 2 * 3600 * 1000);
+  EXPECT_EQ(inf.find(dead), nullptr);
+  ASSERT_EQ(inf.find_tally(dead), d);
+  EXPECT_EQ(d->queries, dq);
+
+  // The exported view: top servers by queries, the root and the live example server in it.
+  auto top = inf.top(64);
+  ASSERT_GE(top.size(), 3u);
+  for (size_t i = 1; i < top.size(); ++i) EXPECT_GE(top[i - 1]->queries, top[i]->queries);
+  EXPECT_EQ(inf.top(1).size(), 1u);
+}
+
 TEST_F(ResolverTest, TruncatedReplyIsRetriedOverTcp) {
   ex1_->tc_udp = true;
   ex2_->tc_udp = true;
