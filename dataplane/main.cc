@@ -6,11 +6,13 @@
 // undoes what was set up, and exits non-zero. SIGTERM/SIGINT set the stop flag;
 // the service loop returns, workers are joined, ports stopped, memory freed.
 #include <arpa/inet.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
@@ -18,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <rte_eal.h>
@@ -37,6 +40,10 @@
 #include "tern_build_config.h"
 #include "wire/wire.h"
 #include "worker.h"
+
+#ifdef TERN_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 namespace tern::dp {
 namespace {
@@ -63,10 +70,13 @@ constexpr const char* kUsage =
     "  --probe-source4 ADDR   source of the readiness probe (`probe` verb), an address no client\n"
     "                         uses (default 198.18.255.254); Linux gets a permanent neighbour for it\n"
     "  --probe-source6 ADDR   the same for IPv6 (default 2001:2::ffff:fffe)\n"
-    "  --probe-deadline MS    how long `probe` waits for its answer (default 1000)\n";
+    "  --probe-deadline MS    how long `probe` waits for its answer (default 1000)\n"
+    "  --control-socket-group NAME  make the control socket 0660 for this group (tern-control\n"
+    "                         running unprivileged talks to it); default root only, 0600\n";
 
 struct Options {
   std::string profile_path, control_socket = "/run/tern/dataplane.sock", exception_iface;
+  std::string control_socket_group;
   std::vector<std::string> allow, eal;
   bool refuse = true, check_only = false;
   uint32_t miss_rate = 2000, miss_burst = 500;
@@ -105,6 +115,8 @@ int parse_args(int argc, char** argv, Options& o) {
       if (!value(o.profile_path)) return 2;
     } else if (a == "--control-socket") {
       if (!value(o.control_socket)) return 2;
+    } else if (a == "--control-socket-group") {
+      if (!value(o.control_socket_group)) return 2;
     } else if (a == "--exception-iface") {
       if (!value(o.exception_iface)) return 2;
     } else if (a == "--allow") {
@@ -293,6 +305,44 @@ void Node::register_verbs() {
   control.on("probe", [this](std::string_view args, std::string& out) { return prober->run(args, out); });
 }
 
+// systemd (Type=notify): READY once every worker runs, and the watchdog kicked only while
+// every worker's heartbeat advances, so a stalled core gets the process restarted.
+void notify([[maybe_unused]] const char* state) {
+#ifdef TERN_HAVE_SYSTEMD
+  sd_notify(0, state);
+#endif
+}
+
+std::thread start_watchdog([[maybe_unused]] const std::vector<Worker*>& workers) {
+#ifdef TERN_HAVE_SYSTEMD
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return {};
+  return std::thread([&workers, period = std::chrono::microseconds(usec / 3)] {
+    std::vector<uint64_t> last(workers.size(), UINT64_MAX);
+    bool stalled_logged = false;
+    while (!g_stop.load(std::memory_order_relaxed)) {
+      std::this_thread::sleep_for(period);
+      if (g_stop.load(std::memory_order_relaxed)) break;
+      int stalled = -1;
+      for (size_t i = 0; i < workers.size(); ++i) {
+        const uint64_t hb = workers[i]->heartbeat.load(std::memory_order_relaxed);
+        if (hb == last[i]) stalled = static_cast<int>(i);
+        last[i] = hb;
+      }
+      if (stalled < 0) {
+        sd_notify(0, "WATCHDOG=1");
+        stalled_logged = false;
+      } else if (!stalled_logged) {
+        std::fprintf(stderr, "tern-dataplane: worker %d heartbeat stalled; not feeding the watchdog\n", stalled);
+        stalled_logged = true;
+      }
+    }
+  });
+#else
+  return {};
+#endif
+}
+
 int run(int argc, char** argv) {
   Node node;
   Options& o = node.opt;
@@ -433,6 +483,14 @@ int run(int argc, char** argv) {
   if (auto slash = o.control_socket.rfind('/'); slash != std::string::npos && slash > 0)
     ::mkdir(o.control_socket.substr(0, slash).c_str(), 0755);  // /run/tern on a fresh boot; EEXIST is fine
   if (!node.control.start(o.control_socket, &err)) return abort_with(err);
+  if (!o.control_socket_group.empty()) {
+    const group* g = ::getgrnam(o.control_socket_group.c_str());
+    if (!g) return abort_with("--control-socket-group " + o.control_socket_group + ": no such group");
+    if (::chown(o.control_socket.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0 ||
+        ::chmod(o.control_socket.c_str(), 0660) != 0)
+      return abort_with("cannot open " + o.control_socket + " to group " + o.control_socket_group + ": " +
+                        std::strerror(errno));
+  }
 
   struct sigaction sa{};
   sa.sa_handler = on_signal;
@@ -465,7 +523,11 @@ int run(int argc, char** argv) {
   sc.probe_replies = node.probe_ctl;
   std::fprintf(stderr, "tern-dataplane: running: profile %s, %u workers, control socket %s, exception interface %s\n",
                p.name.c_str(), p.workers(), o.control_socket.c_str(), p.exception_name.c_str());
+  std::thread watchdog = start_watchdog(node.workers);
+  notify("READY=1");
   service_loop(sc);
+  notify("STOPPING=1");
+  if (watchdog.joinable()) watchdog.join();
 
   std::fprintf(stderr, "tern-dataplane: stopping\n");
   node.teardown();

@@ -76,8 +76,7 @@ mkdir -p "$tmp/run"
 for f in "$check_script" "$src/packaging/build-deb.sh" "$src/scripts/hugepages.sh"; do
   if bash -n "$f"; then pass "bash -n $(basename "$f")"; else fail "bash -n $f"; fi
 done
-for f in "$src"/debian/tern.postinst "$src"/debian/tern.prerm "$src"/debian/tern.postrm \
-         "$src"/packaging/tern-dataplane-ready; do
+for f in "$src"/debian/tern.postinst "$src"/debian/tern.prerm "$src"/debian/tern.postrm; do
   # Maintainer scripts run under /bin/sh (dash): no bashisms allowed.
   if sed 's/^#DEBHELPER#$/:/' "$f" | dash -n; then pass "dash -n $(basename "$f")"; else fail "dash -n $f"; fi
   # debhelper replaces the token wherever it appears, comments included.
@@ -118,7 +117,7 @@ for u in "$src"/packaging/*.service; do
   bad=$(grep -Eo '^Exec[A-Za-z]*=[-+!@]*[^ ]+' "$u" | sed 's/^[^=]*=[-+!@]*//' |
         while read -r p; do
           case $p in
-            /usr/sbin/tern-control|/usr/bin/ternctl|/usr/bin/tern-dataplane|/usr/libexec/tern/hugepages.sh|/usr/libexec/tern/tern-dataplane-ready) ;;
+            /usr/sbin/tern-control|/usr/bin/ternctl|/usr/bin/tern-dataplane|/usr/libexec/tern/hugepages.sh) ;;
             *) echo "$p" ;;
           esac
         done)
@@ -442,7 +441,6 @@ if [[ -n $deb ]]; then
   dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' >"$tmp/contents"
   for p in /usr/sbin/tern-control /usr/bin/ternctl /usr/bin/tern-dataplane \
            /usr/libexec/tern/tern-upgrade-check /usr/libexec/tern/hugepages.sh \
-           /usr/libexec/tern/tern-dataplane-ready \
            /etc/tern/tern.conf /etc/default/tern /lib/systemd/system/tern-control.service \
            /lib/systemd/system/tern-dataplane.service /lib/systemd/system/tern-hugepages.service \
            /usr/lib/tmpfiles.d/tern.conf /usr/lib/sysusers.d/tern.conf \
@@ -485,10 +483,6 @@ say "install N"
 chroot $r dpkg -i /pkg/tern-cur.deb; echo "rc=$?"
 chroot $r getent passwd _tern >/dev/null && say "user _tern exists"
 chroot $r stat -c '%U:%G %a' /run/tern
-say "dataplane-ready"
-chroot $r python3 -c 'import os, socket; os.umask(0o177); socket.socket(socket.AF_UNIX).bind("/run/tern/dp.sock")'
-chroot $r /usr/libexec/tern/tern-dataplane-ready /run/tern/dp.sock; echo "rc=$?"
-chroot $r stat -c 'mode=%a:%G' /run/tern/dp.sock
 say "systemd-analyze verify"
 chroot $r systemd-analyze verify --man=no tern-control.service tern-dataplane.service \
   tern-hugepages.service 2>&1; echo "rc=$?"
@@ -529,12 +523,6 @@ EOS
     pass "dpkg -i: installs, creates _tern and /run/tern (root:_tern 0770)"
   else
     fail "dpkg -i (fresh):"; cat "$tmp/dpkg.log"
-  fi
-  s=$(section "dataplane-ready")
-  if [[ $s == *rc=0* && $s == *mode=660:_tern* ]]; then
-    pass "tern-dataplane-ready opens a root-only socket to group _tern (for tern-control)"
-  else
-    fail "tern-dataplane-ready:"; echo "$s"
   fi
   s=$(section "systemd-analyze verify")
   if [[ $s == rc=0 ]]; then
