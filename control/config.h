@@ -75,6 +75,7 @@ struct Config {
   // [health] (control/health.h: what each check means)
   std::vector<Endpoint> health_http_listen;  // /metrics /healthz /readyz; empty: no HTTP
   std::string health_probe;                  // "NAME TYPE" injected into the dataplane; empty: off
+  std::vector<Prefix> health_probe_source;   // the probe's source addresses; allowed while probe is on
   std::string health_canary;                 // "NAME TYPE" resolved upstream; empty: off
   unsigned health_interval_ms = 1000, health_probe_deadline_ms = 500,
            health_canary_deadline_ms = 1500;

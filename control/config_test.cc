@@ -297,8 +297,8 @@ TEST_F(ConfigTest, RemovedOptionWarnsAndIsIgnored) {
   ASSERT_TRUE(d) << all(r);
   EXPECT_EQ(d->line, 7u);
   EXPECT_EQ(d->str(), write("") + ":7: warning: [server] dnssec-enable: option was removed in "
-                                  "0.1 and is ignored; DNSSEC validation is always on; delete "
-                                  "the line");
+                                  "0.1 and is ignored; tern has no switch for DNSSEC processing; "
+                                  "delete the line");
   EXPECT_EQ(r.check_exit_code(), 2);
 }
 

@@ -187,7 +187,13 @@ std::optional<std::string> Daemon::activate(Config& c) {
   std::string health_err;
   auto health = health_settings(c, health_err);
   if (!health) return health_err;
-  if (auto err = server_.apply(c)) return err;
+  // The dataplane's probe comes from its own reserved source; when it misses the cache it is
+  // answered by this server, so that source is allowed while the probe is on (not pushed to
+  // the dataplane: workers let the probe past their ACL themselves).
+  Config served = c;
+  if (!c.health_probe.empty())
+    served.allow.insert(served.allow.end(), c.health_probe_source.begin(), c.health_probe_source.end());
+  if (auto err = server_.apply(served)) return err;
   health_.configure(*health);
   // After the swap: an HTTP port that does not bind is an error in the log and a metric, not
   // a failed reload (the resolver is already serving the new config). Health checkers then

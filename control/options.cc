@@ -126,6 +126,12 @@ const std::array kOptions = {
                "(answered from the cache, or through the exception path and tern-control). "
                "Empty: the dataplane is checked by its heartbeats only.",
                &Config::health_probe},
+    OptionSpec{"health", "probe-source", T::prefix_list, "198.18.255.254/32 2001:2::ffff:fffe/128",
+               0, 0, "0.1", true, false,
+               "Source addresses of the dataplane's probe (tern-dataplane --probe-source4/6). "
+               "While probe is set they may query tern-control, so a probe that misses the "
+               "cache is answered through the exception path.",
+               &Config::health_probe_source},
     OptionSpec{"health", "canary", T::string, "", 0, 0, "0.1", true, false,
                "NAME TYPE resolved through the real upstream path every interval; readiness "
                "fails when it does not resolve. A name starting with `*.` gets a fresh random "
@@ -146,9 +152,9 @@ const std::array kOptions = {
 
 const std::array kRemoved = {
     RemovedOption{"server", "dnssec-enable", "0.1",
-                  "DNSSEC validation is always on; delete the line"},
+                  "tern has no switch for DNSSEC processing; delete the line"},
     RemovedOption{"server", "dnssec-validation", "0.1",
-                  "DNSSEC validation is always on; delete the line"},
+                  "tern has no switch for DNSSEC processing; delete the line"},
 };
 
 const std::array kRenamed = {

@@ -70,7 +70,8 @@ constexpr const char* kUsage =
     "  --probe-source4 ADDR   source of the readiness probe (`probe` verb), an address no client\n"
     "                         uses (default 198.18.255.254); Linux gets a permanent neighbour for it\n"
     "  --probe-source6 ADDR   the same for IPv6 (default 2001:2::ffff:fffe)\n"
-    "  --probe-deadline MS    how long `probe` waits for its answer (default 1000)\n"
+    "  --probe-deadline MS    how long `probe` waits for its answer (default 400; below\n"
+    "                         tern-control's [health] probe-deadline, so this error is the one seen)\n"
     "  --control-socket-group NAME  make the control socket 0660 for this group (tern-control\n"
     "                         running unprivileged talks to it); default root only, 0600\n";
 
@@ -82,7 +83,7 @@ struct Options {
   uint32_t miss_rate = 2000, miss_burst = 500;
   uint64_t cache_bytes = 64u << 20;
   ProbeSource probe;
-  unsigned probe_deadline_ms = 1000;
+  unsigned probe_deadline_ms = 400;
 };
 
 template <typename T>

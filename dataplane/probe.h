@@ -117,7 +117,7 @@ struct ProberConf {
   ProbeSource source;
   std::array<uint8_t, 6> node_mac{};
   std::string iface;                  // exception interface; empty: install nothing (unit tests)
-  unsigned deadline_ms = 1000;
+  unsigned deadline_ms = 400;
 };
 
 class Prober {
