@@ -376,7 +376,10 @@ restore_drain() {
   local rc=0
   health "$NS_A" A >/dev/null 2>&1 || rc=$?
   ((rc == 1)) || die "(d): ternctl health exit $rc while drained, want 1"
-  curl_ns "$NS_A" "http://127.0.0.1:$HTTP_PORT/metrics" | grep -qx 'tern_health_draining 1' ||
+  # Into a file first: /metrics is larger than a pipe buffer, and grep -q closing the
+  # pipe early would fail curl (SIGPIPE) under pipefail even on a match.
+  curl_ns "$NS_A" "http://127.0.0.1:$HTTP_PORT/metrics" >"$RUN/metrics-A-drained.txt" || true
+  grep -qx 'tern_health_draining 1' "$RUN/metrics-A-drained.txt" ||
     die "(d): /metrics does not say tern_health_draining 1"
   # Drained still answers: a client asking A directly gets an answer.
   ip netns exec "$NS_C" python3 "$RUN/client.py" "$A4" 5 1 "www.$LAB_WILD_SUFFIX" >"$RUN/drained-direct.txt"
