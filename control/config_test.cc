@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -527,10 +529,11 @@ TEST_F(ConfigTest, ManagementSocketFramingAndPermissions) {
   // The non-blocking client (tern-control -> tern-dataplane) on the same loop as the server.
   std::atomic<int> async_done{0};
   MgmtResult async_ok, async_missing;
-  mgmt_request_async(loop, path, "echo async", std::chrono::seconds(5),
-                     [&](const MgmtResult& r) { async_ok = r, ++async_done; });
-  mgmt_request_async(loop, dir_ + "/absent-dp.sock", "policy allow=", std::chrono::seconds(5),
-                     [&](const MgmtResult& r) { async_missing = r, ++async_done; });
+  auto req_ok = mgmt_request_async(loop, path, "echo async", std::chrono::seconds(5),
+                                   [&](const MgmtResult& r) { async_ok = r, ++async_done; });
+  auto req_missing =
+      mgmt_request_async(loop, dir_ + "/absent-dp.sock", "policy allow=", std::chrono::seconds(5),
+                         [&](const MgmtResult& r) { async_missing = r, ++async_done; });
 
   std::thread t([&] { loop.run(); });
   auto ok = mgmt_request(path, "echo a b", std::chrono::seconds(5));
@@ -562,6 +565,90 @@ TEST_F(ConfigTest, ManagementSocketFramingAndPermissions) {
 
   auto gone = mgmt_request(dir_ + "/absent.sock", "status", std::chrono::seconds(1));
   EXPECT_EQ(gone.status, MgmtResult::Status::not_running);
+}
+
+size_t open_fds() {
+  return size_t(std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator{}));
+}
+
+// Runs `loop` on this thread for `ms`.
+void run_for(EventLoop& loop, int ms) {
+  loop.after(std::chrono::milliseconds(ms), [&loop] { loop.stop(); });
+  loop.run();
+}
+
+// An abandoned async request (its owner reconfigured or destroyed) never calls back, whatever
+// stage it reached, and releases its callback, socket and timer at once.
+TEST_F(ConfigTest, AbandonedAsyncRequestNeverCallsBack) {
+  EventLoop loop;
+  // A dataplane that accepts into its backlog and never answers: the request is sent, the
+  // reply never comes.
+  std::string mute_path = dir_ + "/mute.sock";
+  int mute = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", mute_path.c_str());
+  ASSERT_EQ(bind(mute, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(listen(mute, 8), 0);
+  MgmtServer mgmt(loop);
+  std::string path = dir_ + "/ctl.sock";
+  mgmt.on("echo", "echo WORDS", [](const std::vector<std::string>& a, MgmtReply& r) {
+    for (size_t i = 1; i < a.size(); ++i) r.line(a[i]);
+  });
+  ASSERT_EQ(mgmt.open(path), std::nullopt);
+
+  size_t fds_before = open_fds();
+  auto held = std::make_shared<int>(0);  // captured by every callback below
+  int calls = 0;
+  auto cb = [&calls, held](const MgmtResult&) { ++calls; };
+  constexpr auto kTimeout = std::chrono::milliseconds(100);
+
+  // In flight: sent, no reply yet. Dropped by destroying the handle.
+  {
+    auto r = mgmt_request_async(loop, mute_path, "heartbeats", kTimeout, cb);
+    run_for(loop, 10);
+    EXPECT_TRUE(r.pending());
+    EXPECT_EQ(open_fds(), fds_before + 1);
+  }
+  EXPECT_EQ(held.use_count(), 2);  // `cb` and `held`: the request let go of its copy
+  EXPECT_EQ(open_fds(), fds_before);
+  // Dropped before the loop ever ran: neither sent nor timed out.
+  { auto r = mgmt_request_async(loop, path, "echo never", kTimeout, cb); }
+  // Failed at once (nobody at the path), dropped before the failure is reported on the next
+  // turn.
+  {
+    auto r = mgmt_request_async(loop, dir_ + "/absent.sock", "stats", kTimeout, cb);
+    EXPECT_TRUE(r.pending());
+    r.cancel();
+    EXPECT_FALSE(r.pending());
+    r.cancel();  // twice is harmless
+  }
+  // Superseded: assigning a new request over a pending one abandons the old one.
+  MgmtResult got;
+  auto r = mgmt_request_async(loop, mute_path, "probe", kTimeout, cb);
+  r = mgmt_request_async(loop, path, "echo newer", std::chrono::seconds(5),
+                         [&, held](const MgmtResult& m) {
+                           got = m, ++calls;
+                           r.cancel();  // from inside its own callback: does nothing
+                         });
+  run_for(loop, 4 * int(kTimeout.count()));  // past every timeout above
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(got.status, MgmtResult::Status::ok) << got.message;
+  EXPECT_EQ(got.body, "newer\n");
+  EXPECT_FALSE(r.pending());
+  EXPECT_EQ(held.use_count(), 2);
+  EXPECT_EQ(open_fds(), fds_before);
+
+  // Not abandoned, the mute dataplane times out, and the message leaves naming the socket to
+  // the caller.
+  MgmtResult late;
+  auto t = mgmt_request_async(loop, mute_path, "heartbeats", kTimeout,
+                              [&](const MgmtResult& m) { late = m, ++calls; });
+  run_for(loop, 4 * int(kTimeout.count()));
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(late.status, MgmtResult::Status::io_error);
+  EXPECT_EQ(late.message, "no reply within 100 ms");
+  close(mute);
 }
 
 }  // namespace

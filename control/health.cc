@@ -1,9 +1,7 @@
 #include "control/health.h"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +13,8 @@
 #include <functional>
 #include <random>
 #include <sstream>
+
+#include "control/mgmt.h"
 
 namespace tern::control {
 namespace {
@@ -70,132 +70,31 @@ std::string fmt_latency(uint64_t us) {
   return b;
 }
 
-// ---------------------------------------------------------------------------------------
-// One request on the dataplane control socket: connect, send one line, read reply lines up
-// to the final `OK` or `ERR msg`, all non-blocking and under one deadline.
+// One request on the dataplane control socket (mgmt_request_async, control/mgmt.h), as the
+// checks read it.
 struct DpResult {
   bool ok = false;              // final line was OK
   std::vector<std::string> lines;
-  std::string error;            // transport error or the ERR message
-  uint64_t latency_us = 0;
+  std::string error;            // the ERR message as the dataplane sent it, or what went wrong
+  uint64_t latency_us = 0;      // from sending the request to its outcome
 };
 
-class DpRequest {
- public:
-  using Done = std::function<void(DpResult)>;
-  DpRequest(EventLoop& loop, const std::string& path, std::string line, unsigned deadline_ms,
-            Done done)
-      : loop_(loop), out_(std::move(line) + "\n"), done_(std::move(done)), start_(mono_us()) {
-    path_ = path;
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) { fail(std::string("socket: ") + std::strerror(errno)); return; }
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    if (path.size() >= sizeof sa.sun_path) { fail("socket path too long"); return; }
-    std::memcpy(sa.sun_path, path.data(), path.size());
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 && errno != EINPROGRESS &&
-        errno != EAGAIN) {
-      fail(std::string("connect: ") + std::strerror(errno));
-      return;
-    }
-    timer_ = loop_.after(std::chrono::milliseconds(deadline_ms), [this, deadline_ms] {
-      timer_ = 0;
-      fail("no reply within " + std::to_string(deadline_ms) + " ms");
-    });
-    loop_.add(fd_, EPOLLOUT | EPOLLIN, [this](uint32_t ev) { on_event(ev); });
-    registered_ = true;
+DpResult to_dp_result(const MgmtResult& m, const std::string& path, uint64_t start_us) {
+  DpResult r;
+  r.latency_us = mono_us() - start_us;
+  r.ok = m.status == MgmtResult::Status::ok;
+  if (m.status == MgmtResult::Status::err) r.error = m.message;  // e.g. unknown verb 'probe'
+  else if (!r.ok) r.error = "dataplane socket " + path + ": " + m.message;
+  std::string_view body(m.body);
+  while (!body.empty()) {
+    size_t nl = body.find('\n');
+    std::string_view line = body.substr(0, nl);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    r.lines.emplace_back(line);
+    body.remove_prefix(nl == std::string_view::npos ? body.size() : nl + 1);
   }
-  ~DpRequest() { cleanup(); }
-  bool finished() const { return finished_; }
-
- private:
-  void on_event(uint32_t ev) {
-    if (sent_ < out_.size() && (ev & EPOLLOUT)) {
-      ssize_t n = ::send(fd_, out_.data() + sent_, out_.size() - sent_, MSG_NOSIGNAL);
-      if (n < 0 && errno != EAGAIN && errno != EINTR) {
-        fail(std::string("send: ") + std::strerror(errno));
-        return;
-      }
-      if (n > 0) sent_ += size_t(n);
-      if (sent_ == out_.size()) loop_.modify(fd_, EPOLLIN);
-    }
-    if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-      char buf[4096];
-      for (;;) {
-        ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-        if (n > 0) {
-          in_.append(buf, size_t(n));
-          if (in_.size() > (4u << 20)) { fail("reply larger than 4 MiB"); return; }
-          if (consume_lines()) return;
-          continue;
-        }
-        if (n == 0) { fail("dataplane closed the connection before OK/ERR"); return; }
-        if (errno == EAGAIN || errno == EINTR) break;
-        fail(std::string(sent_ < out_.size() ? "connect: " : "recv: ") + std::strerror(errno));
-        return;
-      }
-    }
-  }
-
-  // True when the final line arrived (and the request is finished).
-  bool consume_lines() {
-    size_t pos = 0;
-    for (;;) {
-      size_t nl = in_.find('\n', pos);
-      if (nl == std::string::npos) break;
-      std::string line = in_.substr(pos, nl - pos);
-      pos = nl + 1;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line == "OK") {
-        result_.ok = true;
-        finish();
-        return true;
-      }
-      if (line.rfind("ERR", 0) == 0) {
-        result_.error = line.size() > 4 ? line.substr(4) : "ERR";
-        finish();
-        return true;
-      }
-      result_.lines.push_back(std::move(line));
-    }
-    in_.erase(0, pos);
-    return false;
-  }
-
-  void fail(std::string err) {
-    result_.ok = false;
-    result_.error = "dataplane socket " + path_ + ": " + err;
-    finish();
-  }
-
-  void finish() {
-    if (finished_) return;
-    finished_ = true;
-    result_.latency_us = mono_us() - start_;
-    cleanup();
-    // Report from a posted task: the callback may start the next request and destroy this one.
-    loop_.post([done = std::move(done_), r = std::move(result_)]() mutable { done(std::move(r)); });
-  }
-
-  void cleanup() {
-    if (timer_) { loop_.cancel(timer_); timer_ = 0; }
-    if (fd_ >= 0) {
-      if (registered_) loop_.remove(fd_);
-      ::close(fd_);
-      fd_ = -1;
-    }
-  }
-
-  EventLoop& loop_;
-  std::string path_, out_, in_;
-  size_t sent_ = 0;
-  Done done_;
-  DpResult result_;
-  uint64_t start_;
-  int fd_ = -1;
-  bool registered_ = false, finished_ = false;
-  EventLoop::TimerId timer_ = 0;
-};
+  return r;
+}
 
 // ---------------------------------------------------------------------------------------
 // The recursion canary: one UDP query to tern-control's own listener.
@@ -500,6 +399,11 @@ struct CheckState {
 
 struct HealthMonitor::Impl {
   Impl(EventLoop& l, HealthMonitor& o) : loop(l), owner(o), rng(std::random_device{}()) {}
+  ~Impl() {
+    if (next_timer) loop.cancel(next_timer);
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 
   EventLoop& loop;
   HealthMonitor& owner;
@@ -513,9 +417,11 @@ struct HealthMonitor::Impl {
   int pending = 0;
   uint64_t cycle_start_ms = 0, last_finish_ms = 0, cycles = 0;
 
-  std::unique_ptr<DpRequest> dp_req;
+  // The dataplane request in flight. Starting the next one or destroying the monitor abandons
+  // it, so its callback never runs into a destroyed monitor.
+  MgmtRequest dp_req;
   std::unique_ptr<CanaryQuery> canary_q;
-  std::shared_ptr<int> alive = std::make_shared<int>(0);  // guards posted callbacks
+  std::shared_ptr<int> alive = std::make_shared<int>(0);  // guards the canary's posted callback
 
   // Latest results.
   bool dp_up = false;
@@ -533,6 +439,17 @@ struct HealthMonitor::Impl {
     return [w = std::weak_ptr<int>(alive), f = std::move(f)](auto r) mutable {
       if (w.lock()) f(std::move(r));
     };
+  }
+
+  // Sends `line` to the dataplane; `next` gets the outcome, with the latency measured here.
+  void dp_request(const std::string& line, void (Impl::*next)(DpResult)) {
+    uint64_t start = mono_us();
+    dp_req = mgmt_request_async(
+        loop, settings.dataplane_socket, line,
+        std::chrono::milliseconds(settings.probe_deadline_ms),
+        [this, next, path = settings.dataplane_socket, start](const MgmtResult& m) {
+          (this->*next)(to_dp_result(m, path, start));
+        });
   }
 
   void notify() {
@@ -581,9 +498,7 @@ struct HealthMonitor::Impl {
   // Heartbeats -> stats -> probe, one after the other on fresh connections: the dataplane's
   // control socket serves one request per connection and need not handle them in parallel.
   void dp_chain_heartbeats() {
-    dp_req = std::make_unique<DpRequest>(
-        loop, settings.dataplane_socket, "heartbeats", settings.probe_deadline_ms,
-        guarded([this](DpResult r) { on_heartbeats(std::move(r)); }));
+    dp_request("heartbeats", &Impl::on_heartbeats);
   }
 
   void on_heartbeats(DpResult r) {
@@ -600,7 +515,7 @@ struct HealthMonitor::Impl {
       beats.clear();
       prev_beats.clear();
       dp_stats.clear();
-      dp_req.reset();
+      dp_req.cancel();
       finish_part();
       return;
     }
@@ -641,9 +556,7 @@ struct HealthMonitor::Impl {
       heartbeat_check.detail = std::to_string(beats.size()) + " workers beating";
     }
     if (!heartbeat_check.ok && !beats_reset) ++heartbeat_check.failures;
-    dp_req = std::make_unique<DpRequest>(
-        loop, settings.dataplane_socket, "stats", settings.probe_deadline_ms,
-        guarded([this](DpResult r) { on_stats(std::move(r)); }));
+    dp_request("stats", &Impl::on_stats);
   }
 
   void on_stats(DpResult r) {
@@ -655,14 +568,12 @@ struct HealthMonitor::Impl {
     }
     if (!settings.probe) {
       probe_check = CheckState{};
-      dp_req.reset();
+      dp_req.cancel();
       finish_part();
       return;
     }
     const CheckQuery& q = *settings.probe;
-    dp_req = std::make_unique<DpRequest>(
-        loop, settings.dataplane_socket, "probe " + q.name + " " + q.type_text,
-        settings.probe_deadline_ms, guarded([this](DpResult r) { on_probe(std::move(r)); }));
+    dp_request("probe " + q.name + " " + q.type_text, &Impl::on_probe);
   }
 
   void on_probe(DpResult r) {
@@ -696,7 +607,7 @@ struct HealthMonitor::Impl {
       probe_check.detail = result + " " + rcode + " in " + fmt_latency(probe_check.latency_us);
       if (!good) ++probe_check.failures;
     }
-    dp_req.reset();
+    dp_req.cancel();
     finish_part();
   }
 

@@ -240,7 +240,9 @@ TEST_F(HealthTest, EveryTransitionIsReportedOnceWithItsReason) {
   std::vector<std::pair<Health, std::string>> seen;
   h.on_change([&](const HealthStatus& st, Health) { seen.emplace_back(st.state, st.reason); });
   h.configure(settings(&res));
-  ASSERT_TRUE(run_until(loop, [&] { return h.status().state == Health::ready; }));
+  // Wait for the reported transition, not for status(): status() reads the latest results and
+  // can turn ready mid-cycle, before the cycle ends and reports it.
+  ASSERT_TRUE(run_until(loop, [&] { return !seen.empty() && seen.back().first == Health::ready; }));
   EXPECT_FALSE(h.set_draining(true));
   EXPECT_FALSE(h.set_draining(true));  // no change, no second report
   ASSERT_GE(seen.size(), 2u);
@@ -323,6 +325,33 @@ TEST_F(HealthTest, UnknownProbeVerbDoesNotFailTheNode) {
   ASSERT_TRUE(run_until(loop, [&] { return h.status().state == Health::ready; }))
       << h.status().reason;
   EXPECT_NE(h.detail().find("probe: ok (not supported"), std::string::npos) << h.detail();
+}
+
+// A monitor destroyed (tern-control stopping, tests) while its dataplane request waits for a
+// reply abandons the request: nothing calls back into it after its deadline, and its socket is
+// closed at once. ASan builds turn a late callback into a failure.
+TEST_F(HealthTest, DestroyedWhileWaitingForTheDataplaneNeverCallsBack) {
+  FakeDataplane dp((dir_ / "dp.sock").string());
+  dp.mute = true;
+  EventLoop loop;
+  auto fds = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                         std::filesystem::directory_iterator{});
+  };
+  auto before = fds();
+  auto changes = std::make_shared<int>(0);
+  {
+    HealthMonitor h(loop);
+    h.on_change([changes](const HealthStatus&, Health) { ++*changes; });
+    h.configure(settings(nullptr));
+    run_until(loop, [&] { return false; }, 50);  // `heartbeats` sent, the reply never comes
+    EXPECT_EQ(h.status().reason, "starting: first health check not complete");
+    EXPECT_GT(fds(), before);  // our end, and the fake dataplane's
+  }
+  EXPECT_EQ(changes.use_count(), 1);  // the monitor's callbacks are gone with it
+  run_until(loop, [&] { return false; }, 400);  // well past the 200 ms deadline
+  EXPECT_EQ(*changes, 0);
+  EXPECT_EQ(fds(), before);  // the fake dataplane saw our end close, and closed its own
 }
 
 TEST(HealthSettingsFromConfig, ValidatesHealthSection) {

@@ -167,6 +167,7 @@ class Daemon {
   EventLoop loop_;
   Server server_;
   MgmtServer mgmt_;
+  MgmtRequest policy_push_;  // the latest allow-list push to tern-dataplane
   // operations: end-to-end health, /metrics /healthz /readyz (control/health.h, http.h)
   HealthMonitor health_{loop_};
   HttpServer http_{loop_, [this](std::string_view p) { return http_route(p); }};
@@ -226,17 +227,18 @@ void Daemon::push_policy(const Config& c) {
   if (c.dataplane_socket.empty()) return;
   std::string line = "policy allow=";
   for (size_t i = 0; i < c.allow.size(); ++i) line += (i ? "," : "") + c.allow[i].text;
-  mgmt_request_async(loop_, c.dataplane_socket, line, std::chrono::milliseconds(2000),
-                     [this, path = c.dataplane_socket](const MgmtResult& r) {
-                       if (r.status == MgmtResult::Status::ok) {
-                         ++policy_pushes_;
-                         return;
-                       }
-                       ++policy_push_failures_;
-                       log(Lvl::warning, "could not push the allow list to the dataplane at " +
-                                             path + ": " + r.message +
-                                             " (the dataplane keeps its previous policy)");
-                     });
+  // A newer push abandons one still in flight: the newest allow list is the one that counts.
+  policy_push_ = mgmt_request_async(
+      loop_, c.dataplane_socket, line, std::chrono::milliseconds(2000),
+      [this, path = c.dataplane_socket](const MgmtResult& r) {
+        if (r.status == MgmtResult::Status::ok) {
+          ++policy_pushes_;
+          return;
+        }
+        ++policy_push_failures_;
+        log(Lvl::warning, "could not push the allow list to the dataplane at " + path + ": " +
+                              r.message + " (the dataplane keeps its previous policy)");
+      });
 }
 
 Daemon::ReloadOutcome Daemon::reload(const char* trigger) {

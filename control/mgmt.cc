@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <utility>
 
 namespace tern::control {
 namespace {
@@ -334,33 +335,46 @@ MgmtResult mgmt_request(const std::string& path, const std::string& request,
   return parse_reply(data);
 }
 
-namespace {
-
-struct AsyncReq : std::enable_shared_from_this<AsyncReq> {
+// One request in flight. Who holds it: the loop, through the fd callback (or the posted
+// report of an early failure), until finish() or abandon(); the timer and the caller's
+// MgmtRequest only hold weak references, so a finished request is freed at once.
+struct MgmtRequest::State : std::enable_shared_from_this<MgmtRequest::State> {
   EventLoop& loop;
-  int fd = -1;
+  int fd = -1;  // registered with the loop while >= 0
   std::string out, in;
   size_t sent = 0;
   EventLoop::TimerId timer = 0;
-  std::function<void(const MgmtResult&)> done;
-  std::string path;
+  std::function<void(const MgmtResult&)> done;  // empty once called or abandoned
 
-  explicit AsyncReq(EventLoop& l) : loop(l) {}
-
-  void finish(MgmtResult r) {
-    if (fd < 0) return;
-    loop.remove(fd);
-    ::close(fd);
-    fd = -1;
-    if (timer) loop.cancel(timer), timer = 0;
-    auto cb = std::move(done);
-    if (cb) cb(r);
+  explicit State(EventLoop& l) : loop(l) {}
+  // Only reached with an open fd when loop.add() threw, or when the loop itself is destroyed
+  // with the request in flight (the loop is going away): just close.
+  ~State() {
+    if (fd >= 0) ::close(fd);
   }
-  void fail(std::string msg, MgmtResult::Status st = MgmtResult::Status::io_error) {
+
+  void release() {
+    if (fd >= 0) {
+      loop.remove(fd);
+      ::close(fd);
+      fd = -1;
+    }
+    if (timer) loop.cancel(timer), timer = 0;
+  }
+  void abandon() {
+    done = nullptr;
+    release();
+  }
+  void finish(const MgmtResult& r) {
+    if (fd < 0) return;
+    release();
+    if (auto cb = std::exchange(done, nullptr)) cb(r);
+  }
+  void fail(std::string msg) {
     MgmtResult r;
-    r.status = st;
+    r.status = MgmtResult::Status::io_error;
     r.message = std::move(msg);
-    finish(std::move(r));
+    finish(r);
   }
   void event(uint32_t ev) {
     auto self = shared_from_this();  // finish() drops the loop's reference
@@ -369,7 +383,7 @@ struct AsyncReq : std::enable_shared_from_this<AsyncReq> {
         int err = 0;
         socklen_t len = sizeof err;
         ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        return fail("connect to " + path + ": " + errstr(err ? err : ECONNRESET));
+        return fail("cannot connect: " + errstr(err ? err : ECONNRESET));
       }
       while (sent < out.size()) {
         ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
@@ -379,7 +393,7 @@ struct AsyncReq : std::enable_shared_from_this<AsyncReq> {
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (n < 0 && errno == EINTR) continue;
-        return fail("sending to " + path + ": " + errstr(errno));
+        return fail("sending the request: " + errstr(errno));
       }
       loop.modify(fd, EPOLLIN);
       return;
@@ -389,55 +403,77 @@ struct AsyncReq : std::enable_shared_from_this<AsyncReq> {
       ssize_t n = ::recv(fd, buf, sizeof buf, 0);
       if (n > 0) {
         in.append(buf, size_t(n));
+        if (in.size() > kMaxAsyncReply)
+          return fail("reply larger than " + std::to_string(kMaxAsyncReply >> 20) + " MiB");
         continue;
       }
       if (n == 0) return finish(parse_reply(in));
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EINTR) continue;
-      return fail("reading from " + path + ": " + errstr(errno));
+      return fail("reading the reply: " + errstr(errno));
     }
   }
 };
 
-}  // namespace
+MgmtRequest& MgmtRequest::operator=(MgmtRequest&& o) noexcept {
+  if (this != &o) {
+    cancel();
+    state_ = std::move(o.state_);
+  }
+  return *this;
+}
 
-void mgmt_request_async(EventLoop& loop, const std::string& path, const std::string& request,
-                        std::chrono::milliseconds timeout,
-                        std::function<void(const MgmtResult&)> done) {
-  auto req = std::make_shared<AsyncReq>(loop);
+void MgmtRequest::cancel() {
+  if (auto s = std::exchange(state_, {}).lock()) s->abandon();
+}
+
+bool MgmtRequest::pending() const {
+  auto s = state_.lock();
+  return s && s->done;
+}
+
+MgmtRequest mgmt_request_async(EventLoop& loop, const std::string& path,
+                               const std::string& request, std::chrono::milliseconds timeout,
+                               std::function<void(const MgmtResult&)> done) {
+  auto req = std::make_shared<MgmtRequest::State>(loop);
   req->done = std::move(done);
-  req->path = path;
   req->out = request + "\n";
-  sockaddr_un sa;
+  // Report on the next turn, so callers never see their callback run inside this call; the
+  // posted task holds the request, and an abandoned one has no callback left to run.
   auto fail_now = [&](std::string msg, MgmtResult::Status st) {
     MgmtResult r;
     r.status = st;
     r.message = std::move(msg);
-    // Report on the next turn, so callers never see their callback run inside this call.
-    loop.post([cb = std::move(req->done), r] { cb(r); });
+    loop.post([req, r] {
+      if (auto cb = std::exchange(req->done, nullptr)) cb(r);
+    });
+    return MgmtRequest(req);
   };
-  if (!make_addr(path, sa)) return fail_now(path + " is too long for a unix socket",
-                                            MgmtResult::Status::io_error);
-  req->fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (req->fd < 0) return fail_now("socket(AF_UNIX): " + errstr(errno),
-                                   MgmtResult::Status::io_error);
-  if (::connect(req->fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 &&
-      errno != EINPROGRESS && errno != EAGAIN) {
+  sockaddr_un sa;
+  if (!make_addr(path, sa))
+    return fail_now("path longer than " + std::to_string(sizeof sa.sun_path - 1) +
+                        " bytes, too long for a unix socket",
+                    MgmtResult::Status::io_error);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail_now("socket(AF_UNIX): " + errstr(errno), MgmtResult::Status::io_error);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0 && errno != EINPROGRESS &&
+      errno != EAGAIN) {
     int e = errno;
-    ::close(req->fd);
-    req->fd = -1;
-    return fail_now("cannot connect to " + path + ": " + errstr(e),
+    ::close(fd);
+    return fail_now("cannot connect: " + errstr(e),
                     e == ENOENT || e == ECONNREFUSED ? MgmtResult::Status::not_running
                                                      : MgmtResult::Status::io_error);
   }
   // The loop holds the request alive through the fd callback until finish() removes it.
-  loop.add(req->fd, EPOLLOUT, [req](uint32_t ev) { req->event(ev); });
-  req->timer = loop.after(timeout, [w = std::weak_ptr<AsyncReq>(req), timeout] {
+  req->fd = fd;
+  loop.add(fd, EPOLLOUT, [req](uint32_t ev) { req->event(ev); });
+  req->timer = loop.after(timeout, [w = std::weak_ptr<MgmtRequest::State>(req), timeout] {
     if (auto r = w.lock()) {
       r->timer = 0;
-      r->fail("no reply from " + r->path + " within " + std::to_string(timeout.count()) + " ms");
+      r->fail("no reply within " + std::to_string(timeout.count()) + " ms");
     }
   });
+  return MgmtRequest(req);
 }
 
 }  // namespace tern::control

@@ -85,10 +85,44 @@ struct MgmtResult {
 MgmtResult mgmt_request(const std::string& path, const std::string& request,
                         std::chrono::milliseconds timeout);
 
-// Non-blocking one-shot request on the loop (tern-control -> tern-dataplane). `done` runs on
-// the loop thread exactly once, with the result, after the reply or on failure/timeout.
-void mgmt_request_async(EventLoop&, const std::string& path, const std::string& request,
-                        std::chrono::milliseconds timeout,
-                        std::function<void(const MgmtResult&)> done);
+// Non-blocking one-shot request on the loop (tern-control -> tern-dataplane: policy pushes,
+// health checks). The reply is complete when the server closes the connection; it is bounded
+// by kMaxAsyncReply bytes and by `timeout`. Unless the request is cancelled, `done` runs on
+// the loop thread exactly once, with the result, after the reply or on failure/timeout, and
+// never inside the mgmt_request_async call itself. MgmtResult::message does not repeat
+// `path`: the caller knows which socket it asked and says so in its own words.
+//
+// The returned handle owns the request: destroying it, assigning over it or cancel() abandons
+// a request still in flight (socket closed, timer cancelled, `done` and its captures released
+// at once and never called), so an owner that holds the handle as a member is never called
+// back after its destruction. Cancelling a finished request, from inside `done` too, does
+// nothing. The handle must not outlive the EventLoop, and is used on the loop thread only.
+class MgmtRequest;
+inline constexpr size_t kMaxAsyncReply = size_t(4) << 20;
+[[nodiscard]] MgmtRequest mgmt_request_async(EventLoop&, const std::string& path,
+                                             const std::string& request,
+                                             std::chrono::milliseconds timeout,
+                                             std::function<void(const MgmtResult&)> done);
+
+class MgmtRequest {
+ public:
+  MgmtRequest() = default;
+  ~MgmtRequest() { cancel(); }
+  MgmtRequest(MgmtRequest&&) noexcept = default;
+  MgmtRequest& operator=(MgmtRequest&&) noexcept;
+  MgmtRequest(const MgmtRequest&) = delete;
+  MgmtRequest& operator=(const MgmtRequest&) = delete;
+
+  void cancel();
+  bool pending() const;  // started, and neither finished nor cancelled
+
+ private:
+  struct State;
+  explicit MgmtRequest(std::weak_ptr<State> s) : state_(std::move(s)) {}
+  friend MgmtRequest mgmt_request_async(EventLoop&, const std::string&, const std::string&,
+                                        std::chrono::milliseconds,
+                                        std::function<void(const MgmtResult&)>);
+  std::weak_ptr<State> state_;  // the loop keeps the request alive, not the handle
+};
 
 }  // namespace tern::control
