@@ -40,6 +40,45 @@ std::string Cache::key(const dns::Name& name, uint16_t type, EntryKind kind) {
   return k;
 }
 
+const std::string& Cache::lookup_key(const dns::Name& name, uint16_t type, EntryKind kind) {
+  const std::string& w = name.wire();
+  kbuf_.resize(w.size() + 3);
+  for (size_t i = 0; i < w.size(); ++i) {
+    char c = w[i];
+    kbuf_[i] = c >= 'A' && c <= 'Z' ? char(c + ('a' - 'A')) : c;
+  }
+  if (kind == EntryKind::nxdomain) type = 0;
+  kbuf_[w.size()] = char(type >> 8);
+  kbuf_[w.size() + 1] = char(type & 0xff);
+  kbuf_[w.size() + 2] = char(kind);
+  return kbuf_;
+}
+
+void Cache::count_dname(const std::string& k, EntryKind kind, int delta) {
+  if (kind != EntryKind::rrset || k.size() < 4) return;
+  uint16_t type = uint16_t(uint8_t(k[k.size() - 3]) << 8 | uint8_t(k[k.size() - 2]));
+  if (type != LDNS_RR_TYPE_DNAME) return;
+  unsigned labels = 0;
+  for (size_t i = 0; i < k.size() - 3 && k[i] != 0; i += 1 + uint8_t(k[i])) ++labels;
+  dnames_ += size_t(delta);
+  dname_labels_[std::min(labels, kMaxLabels - 1)] += uint32_t(delta);
+}
+
+void Cache::count_owner(const std::string& k, int delta) {
+  uint16_t& c = filter_[owner_slot(std::string_view(k.data(), k.size() - 3))];
+  if (c != UINT16_MAX) c = uint16_t(c + delta);
+}
+
+void Cache::size_filter() {
+  // At most one entry per 160 bytes (estimate_bytes): a slot per possible entry, as a
+  // power of two, 2^10..2^24 slots (2 KiB..32 MiB; 4 MiB for the default 256 MiB cache).
+  size_t want = 1024;
+  while (want < (1u << 24) && want < limits_.max_bytes / 160) want <<= 1;
+  if (filter_.size() == want) return;
+  filter_.assign(want, 0);
+  for (const auto& kv : map_) count_owner(kv.first, +1);
+}
+
 uint32_t Cache::clamp_ttl(uint32_t ttl) const {
   return std::min(std::max(ttl, limits_.ttl_floor), limits_.ttl_cap);
 }
@@ -47,10 +86,13 @@ uint32_t Cache::clamp_ttl(uint32_t ttl) const {
 void Cache::set_limits(const CacheLimits& l) {
   limits_ = l;
   evict_to(limits_.max_bytes);
+  size_filter();
 }
 
 void Cache::erase(std::unordered_map<std::string, CacheEntry>::iterator it) {
   bytes_ -= it->second.bytes;
+  count_dname(it->first, it->second.kind, -1);
+  count_owner(it->first, -1);
   lru_.erase(it->second.lru);
   map_.erase(it);
 }
@@ -72,6 +114,8 @@ void Cache::insert(std::string k, CacheEntry e) {
   lru_.push_front(k);
   e.lru = lru_.begin();
   bytes_ += e.bytes;
+  count_dname(k, e.kind, +1);
+  count_owner(k, +1);
   map_.emplace(std::move(k), std::move(e));
 }
 
@@ -118,12 +162,16 @@ void Cache::put_servfail(const dns::Name& name, uint16_t type, uint64_t now_ms) 
 
 CacheEntry* Cache::get(const dns::Name& name, uint16_t type, EntryKind kind, uint64_t now_ms,
                        bool allow_stale) {
-  auto it = map_.find(key(name, type, kind));
+  const std::string& k = lookup_key(name, type, kind);
+  if (filter_[owner_slot(std::string_view(k.data(), k.size() - 3))] == 0) return nullptr;
+  auto it = map_.find(k);
   if (it == map_.end()) return nullptr;
   CacheEntry& e = it->second;
   if (e.expire_ms <= now_ms) {
-    bool usable = allow_stale && limits_.serve_stale && kind != EntryKind::servfail &&
-                  now_ms - e.expire_ms <= uint64_t(limits_.stale_window) * 1000;
+    bool servable = limits_.serve_stale && kind != EntryKind::servfail &&
+                    now_ms - e.expire_ms <= uint64_t(limits_.stale_window) * 1000;
+    if (servable) ++stale_seen_;
+    bool usable = allow_stale && servable;
     if (!usable) {
       // Keep expired data around for serve-stale; drop it once past the window.
       if (now_ms - e.expire_ms > uint64_t(limits_.stale_window) * 1000 ||
@@ -176,6 +224,9 @@ size_t Cache::flush_all() {
   map_.clear();
   lru_.clear();
   bytes_ = 0;
+  dnames_ = 0;
+  std::fill(std::begin(dname_labels_), std::end(dname_labels_), 0u);
+  std::fill(filter_.begin(), filter_.end(), uint16_t(0));
   return n;
 }
 

@@ -11,7 +11,9 @@
 #include <list>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "control/resolver/dns.h"
 
@@ -46,7 +48,7 @@ uint32_t negative_ttl(const ldns_rr* soa);
 
 class Cache {
  public:
-  explicit Cache(const CacheLimits& l) : limits_(l) {}
+  explicit Cache(const CacheLimits& l) : limits_(l) { size_filter(); }
   void set_limits(const CacheLimits& l);  // evicts down to the new size at once
 
   // Stores a clone of one RRset; TTL floor/cap applied. Returns false when refused
@@ -72,12 +74,34 @@ class Cache {
   size_t flush_all();
   void dump(std::ostream& os, uint64_t now_ms) const;
 
+  // How many expired entries get() has met that a stale lookup could still serve. A
+  // lookup pass that leaves this unchanged would find nothing more with allow_stale.
+  uint64_t stale_seen() const { return stale_seen_; }
+  // False when no cached DNAME RRset has an owner of `labels` labels (assemble() skips
+  // the per-ancestor DNAME lookups then); any_dname() is false with none at all.
+  bool any_dname() const { return dnames_ != 0; }
+  bool may_have_dname(unsigned labels) const {
+    return labels >= kMaxLabels || dname_labels_[labels] != 0;
+  }
+
   size_t entries() const { return map_.size(); }
   size_t bytes() const { return bytes_; }
   uint64_t evictions() const { return evictions_; }
 
  private:
+  static constexpr unsigned kMaxLabels = 128;  // a 255-octet name has at most 127
   static std::string key(const dns::Name& name, uint16_t type, EntryKind kind);
+  // key() into a reused buffer: lookups allocate nothing.
+  const std::string& lookup_key(const dns::Name& name, uint16_t type, EntryKind kind);
+  void count_dname(const std::string& k, EntryKind kind, int delta);
+  // Owners filter: a counter per hash slot of the owner names with entries. A zero slot
+  // proves the name has no entry of any kind, so the lookups of a never-seen name (most
+  // of a cold miss) skip the big table and its cache misses. Saturated slots stay set.
+  size_t owner_slot(std::string_view owner) const {
+    return std::hash<std::string_view>{}(owner) & (filter_.size() - 1);
+  }
+  void count_owner(const std::string& k, int delta);
+  void size_filter();  // sized from limits_.max_bytes, rebuilt from map_
   uint32_t clamp_ttl(uint32_t ttl) const;
   void insert(std::string k, CacheEntry e);
   void erase(std::unordered_map<std::string, CacheEntry>::iterator it);
@@ -88,6 +112,11 @@ class Cache {
   std::list<std::string> lru_;  // front = most recently used
   size_t bytes_ = 0;
   uint64_t evictions_ = 0;
+  uint64_t stale_seen_ = 0;
+  std::string kbuf_;
+  std::vector<uint16_t> filter_;  // power-of-two size
+  size_t dnames_ = 0;
+  uint32_t dname_labels_[kMaxLabels] = {};
 };
 
 }  // namespace tern::control::resolver

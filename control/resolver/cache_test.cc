@@ -37,6 +37,44 @@ TEST(Cache, NegativeEntriesUseSoaTtlCappedByConfig) {
   EXPECT_EQ(c.get(name("x.example.lab."), LDNS_RR_TYPE_A, EntryKind::nxdomain, 0), nullptr);
 }
 
+TEST(Cache, LookupShortcutsFollowEntries) {
+  // The owners filter, the DNAME tallies and the stale counter behind assemble()'s
+  // shortcuts must track every insert, replacement, expiry, eviction and flush.
+  CacheLimits lim;
+  Cache c(lim);
+  EXPECT_FALSE(c.any_dname());
+  auto d = rrset({"old.example.lab. 60 IN DNAME new.example.lab."});
+  ASSERT_TRUE(c.put_rrset(d.get(), Trust::answer_auth, 0));
+  ASSERT_TRUE(c.put_rrset(d.get(), Trust::answer_auth, 0));  // replaced, counted once
+  EXPECT_TRUE(c.any_dname());
+  EXPECT_TRUE(c.may_have_dname(3));
+  EXPECT_FALSE(c.may_have_dname(2));
+  EXPECT_NE(c.get(name("OLD.example.lab."), LDNS_RR_TYPE_DNAME, EntryKind::rrset, 1000), nullptr);
+  EXPECT_EQ(c.flush(name("old.example.lab."), false), 1u);
+  EXPECT_FALSE(c.any_dname());
+  EXPECT_FALSE(c.may_have_dname(3));
+
+  auto a = rrset({"www.example.lab. 60 IN A 192.0.2.1"});
+  ASSERT_TRUE(c.put_rrset(a.get(), Trust::answer_auth, 0));
+  uint64_t seen = c.stale_seen();
+  EXPECT_NE(c.get(name("www.example.lab."), LDNS_RR_TYPE_A, EntryKind::rrset, 1000), nullptr);
+  EXPECT_EQ(c.stale_seen(), seen);
+  // Expired but servable stale: counted, so a stale pass is worth doing.
+  EXPECT_EQ(c.get(name("www.example.lab."), LDNS_RR_TYPE_A, EntryKind::rrset, 61000), nullptr);
+  EXPECT_EQ(c.stale_seen(), seen + 1);
+  EXPECT_NE(c.get(name("www.example.lab."), LDNS_RR_TYPE_A, EntryKind::rrset, 61000, true),
+            nullptr);
+  // A resized filter is rebuilt from the entries.
+  lim.max_bytes = 1u << 20;
+  c.set_limits(lim);
+  EXPECT_NE(c.get(name("www.example.lab."), LDNS_RR_TYPE_A, EntryKind::rrset, 61000, true),
+            nullptr);
+  c.flush_all();
+  EXPECT_EQ(c.get(name("www.example.lab."), LDNS_RR_TYPE_A, EntryKind::rrset, 0, true), nullptr);
+  ASSERT_TRUE(c.put_rrset(a.get(), Trust::answer_auth, 0));
+  EXPECT_NE(c.get(name("www.example.lab."), LDNS_RR_TYPE_A, EntryKind::rrset, 0), nullptr);
+}
+
 TEST(Cache, TtlFloorAndCapApply) {
   CacheLimits lim;
   lim.ttl_floor = 30;

@@ -4,6 +4,11 @@
 
 namespace tern::control::dns {
 
+namespace {
+// ASCII only (RFC 4343 §3): what std::tolower does in the "C" locale, without the call.
+inline uint8_t fold(uint8_t c) { return c >= 'A' && c <= 'Z' ? uint8_t(c + ('a' - 'A')) : c; }
+}  // namespace
+
 std::string lower(std::string_view wire) {
   std::string out(wire);
   for (auto& c : out)
@@ -81,7 +86,7 @@ Name Name::suffix(unsigned nlabels) const {
 bool Name::equals(const Name& o) const {
   if (wire_.size() != o.wire_.size()) return false;
   for (size_t i = 0; i < wire_.size(); ++i)
-    if (std::tolower(uint8_t(wire_[i])) != std::tolower(uint8_t(o.wire_[i]))) return false;
+    if (fold(uint8_t(wire_[i])) != fold(uint8_t(o.wire_[i]))) return false;
   return true;
 }
 
@@ -92,7 +97,7 @@ bool Name::under(const Name& zone) const {
   while (wire_.size() - i > zone.wire_.size()) i += 1 + uint8_t(wire_[i]);
   if (wire_.size() - i != zone.wire_.size()) return false;
   for (size_t j = 0; j < zone.wire_.size(); ++j)
-    if (std::tolower(uint8_t(wire_[i + j])) != std::tolower(uint8_t(zone.wire_[j]))) return false;
+    if (fold(uint8_t(wire_[i + j])) != fold(uint8_t(zone.wire_[j]))) return false;
   return true;
 }
 
@@ -113,21 +118,45 @@ std::string rcode_text(unsigned rcode) {
   return "RCODE" + std::to_string(rcode);
 }
 
+namespace {
+
+// owner(a).key() == owner(b).key(), without building either.
+bool same_owner(const ldns_rr* a, const ldns_rr* b) {
+  auto wire = [](const ldns_rr* rr, size_t& len) -> const uint8_t* {
+    static const uint8_t root = 0;
+    const ldns_rdf* o = ldns_rr_owner(rr);
+    if (!o || ldns_rdf_get_type(o) != LDNS_RDF_TYPE_DNAME || ldns_rdf_size(o) == 0) {
+      len = 1;
+      return &root;
+    }
+    len = ldns_rdf_size(o);
+    return ldns_rdf_data(o);
+  };
+  size_t la = 0, lb = 0;
+  const uint8_t* x = wire(a, la);
+  const uint8_t* y = wire(b, lb);
+  if (la != lb) return false;
+  for (size_t i = 0; i < la; ++i) {
+    if (fold(x[i]) != fold(y[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::vector<RrList> group_rrsets(const ldns_rr_list* rrs) {
   std::vector<RrList> sets;
-  std::vector<std::pair<std::string, uint32_t>> keys;  // owner key, type<<16|class
   if (!rrs) return sets;
   for (size_t i = 0; i < ldns_rr_list_rr_count(rrs); ++i) {
     const ldns_rr* rr = ldns_rr_list_rr(rrs, i);
-    std::string k = owner(rr).key();
-    uint32_t tc = uint32_t(ldns_rr_get_type(rr)) << 16 | uint32_t(ldns_rr_get_class(rr));
     size_t j = 0;
-    for (; j < keys.size(); ++j)
-      if (keys[j].second == tc && keys[j].first == k) break;
-    if (j == keys.size()) {
-      keys.emplace_back(std::move(k), tc);
-      sets.emplace_back(ldns_rr_list_new());
+    for (; j < sets.size(); ++j) {
+      const ldns_rr* first = ldns_rr_list_rr(sets[j].get(), 0);
+      if (ldns_rr_get_type(first) == ldns_rr_get_type(rr) &&
+          ldns_rr_get_class(first) == ldns_rr_get_class(rr) && same_owner(first, rr))
+        break;
     }
+    if (j == sets.size()) sets.emplace_back(ldns_rr_list_new());
     ldns_rr_list_push_rr(sets[j].get(), ldns_rr_clone(rr));
   }
   return sets;

@@ -44,14 +44,19 @@ std::string ServerAddr::text() const {
 }
 
 std::string ServerAddr::key() const {
+  // Built in place: IPv4 keys fit the small-string buffer, no allocation.
   if (ss.ss_family == AF_INET) {
     auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
-    return std::string("4") + std::string(reinterpret_cast<const char*>(&sin->sin_addr), 4) +
-           std::string(reinterpret_cast<const char*>(&sin->sin_port), 2);
+    std::string k(7, '4');
+    std::memcpy(k.data() + 1, &sin->sin_addr, 4);
+    std::memcpy(k.data() + 5, &sin->sin_port, 2);
+    return k;
   }
   auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-  return std::string("6") + std::string(reinterpret_cast<const char*>(&sin6->sin6_addr), 16) +
-         std::string(reinterpret_cast<const char*>(&sin6->sin6_port), 2);
+  std::string k(19, '6');
+  std::memcpy(k.data() + 1, &sin6->sin6_addr, 16);
+  std::memcpy(k.data() + 17, &sin6->sin6_port, 2);
+  return k;
 }
 
 bool ServerAddr::same(const sockaddr* sa, socklen_t l) const {

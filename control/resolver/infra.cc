@@ -53,7 +53,10 @@ void Infra::mark_lame(const ServerAddr& a, const std::string& zone_key, uint64_t
 }
 
 bool Infra::lame(const ServerAddr& a, const std::string& zone_key, uint64_t now) const {
-  auto it = lame_.find(a.key() + zone_key);
+  if (lame_.empty()) return false;
+  std::string k = a.key();
+  k += zone_key;
+  auto it = lame_.find(k);
   return it != lame_.end() && it->second > now;
 }
 

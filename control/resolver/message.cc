@@ -123,61 +123,114 @@ std::vector<uint8_t> error_reply(const Query& q, unsigned rcode, uint16_t our_si
   return v;
 }
 
+namespace {
+
+// Name compression (RFC 1035 §4.1.4) exactly as ldns_pkt2wire() does it: every suffix
+// written at an offset below 16384 can be pointed to later, names compare without case,
+// and only the owner and the rdata names of RFC 1035's well-known types compress. Done
+// by hand because ldns allocates a 64 KiB buffer and a tree of name clones per message.
+class Renderer {
+ public:
+  explicit Renderer(std::vector<uint8_t>& out) : out_(out) {}
+
+  void name(const uint8_t* w, size_t len) {
+    // Lowercase hash of every suffix, computed from the root end so each is O(label).
+    size_t starts[128];
+    uint32_t hashes[128];
+    unsigned n = 0;
+    for (size_t i = 0; i < len && w[i] != 0 && n < 128; i += 1 + w[i]) starts[n++] = i;
+    uint32_t h = 0;
+    for (unsigned k = n; k-- > 0;) {
+      const uint8_t* l = w + starts[k];
+      for (size_t j = 0; j <= l[0]; ++j) h = (h ^ lower(l[j])) * 16777619u;
+      hashes[k] = h;
+    }
+    for (unsigned k = 0; k < n; ++k) {
+      const uint8_t* suf = w + starts[k];
+      size_t slen = len - starts[k];
+      for (const Entry& e : table_) {
+        if (e.hash == hashes[k] && e.len == slen && same(e.name, suf, slen)) {
+          out_.push_back(uint8_t(0xc0 | e.offset >> 8));
+          out_.push_back(uint8_t(e.offset));
+          return;
+        }
+      }
+      if (out_.size() < 16384) table_.push_back({suf, slen, hashes[k], uint16_t(out_.size())});
+      out_.insert(out_.end(), suf, suf + 1 + suf[0]);
+    }
+    out_.push_back(0);
+  }
+
+  void rr(const ldns_rr* rr) {
+    if (const ldns_rdf* o = ldns_rr_owner(rr)) name(ldns_rdf_data(o), ldns_rdf_size(o));
+    put16(out_, uint16_t(ldns_rr_get_type(rr)));
+    put16(out_, uint16_t(ldns_rr_get_class(rr)));
+    uint32_t ttl = ldns_rr_ttl(rr);
+    put16(out_, uint16_t(ttl >> 16));
+    put16(out_, uint16_t(ttl));
+    size_t rdlen_at = out_.size();
+    put16(out_, 0);
+    const ldns_rr_descriptor* d = ldns_rr_descript(uint16_t(ldns_rr_get_type(rr)));
+    bool compress = d && d->_compress == LDNS_RR_COMPRESS;
+    for (size_t i = 0; i < ldns_rr_rd_count(rr); ++i) {
+      const ldns_rdf* f = ldns_rr_rdf(rr, i);
+      const uint8_t* data = ldns_rdf_data(f);
+      if (compress && ldns_rdf_get_type(f) == LDNS_RDF_TYPE_DNAME)
+        name(data, ldns_rdf_size(f));
+      else
+        out_.insert(out_.end(), data, data + ldns_rdf_size(f));
+    }
+    size_t rdlen = out_.size() - rdlen_at - 2;
+    out_[rdlen_at] = uint8_t(rdlen >> 8);
+    out_[rdlen_at + 1] = uint8_t(rdlen);
+  }
+
+ private:
+  struct Entry {
+    const uint8_t* name;  // uncompressed wire of the suffix, in the caller's data
+    size_t len;
+    uint32_t hash;
+    uint16_t offset;
+  };
+  static uint8_t lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? uint8_t(c + 32) : c; }
+  static bool same(const uint8_t* a, const uint8_t* b, size_t len) {
+    for (size_t i = 0; i < len; ++i)
+      if (lower(a[i]) != lower(b[i])) return false;
+    return true;
+  }
+
+  std::vector<uint8_t>& out_;
+  std::vector<Entry> table_;
+};
+
+}  // namespace
+
 std::vector<uint8_t> answer_reply(const Query& q, const Answer& a, uint16_t our_size,
                                   size_t limit, bool& truncated) {
   truncated = false;
-  ldns_pkt* p = ldns_pkt_new();
-  dns::Pkt guard(p);
-  ldns_pkt_set_id(p, q.id);
-  ldns_pkt_set_qr(p, true);
-  ldns_pkt_set_rd(p, q.rd);
-  ldns_pkt_set_ra(p, true);
-  ldns_pkt_set_cd(p, q.cd);
-  ldns_pkt_set_opcode(p, LDNS_PACKET_QUERY);
-  ldns_pkt_set_rcode(p, uint8_t(a.rcode & 0x0f));
-  ldns_rr* question = ldns_rr_new();
-  ldns_rr_set_owner(question, ldns_dname_new_frm_data(uint16_t(q.qname_wire.size()),
-                                                      q.qname_wire.data()));
-  ldns_rr_set_type(question, ldns_rr_type(q.qtype));
-  ldns_rr_set_class(question, ldns_rr_class(q.qclass));
-  ldns_rr_set_question(question, true);
-  ldns_pkt_push_rr(p, LDNS_SECTION_QUESTION, question);
+  size_t ancount = 0, nscount = 0, bytes = 12 + q.qname_wire.size() + 4 + 11;
+  for (auto& s : a.answer) ancount += ldns_rr_list_rr_count(s.get());
+  for (auto& s : a.authority) nscount += ldns_rr_list_rr_count(s.get());
+  std::vector<uint8_t> out;
+  out.reserve(bytes + 64 * (ancount + nscount));
+  put16(out, q.id);
+  out.push_back(uint8_t(0x80 | (q.rd ? 1 : 0)));  // QR, opcode QUERY
+  out.push_back(uint8_t(0x80 | (q.cd ? 0x10 : 0) | (a.rcode & 0x0f)));  // RA
+  put16(out, 1);
+  put16(out, uint16_t(ancount));
+  put16(out, uint16_t(nscount));
+  put16(out, q.edns ? 1 : 0);
+  Renderer r(out);
+  // The question as the client spelled it; answer owners equal to it compress to it, so
+  // they echo that spelling too (0x20-aware clients).
+  r.name(reinterpret_cast<const uint8_t*>(q.qname_wire.data()), q.qname_wire.size());
+  put16(out, q.qtype);
+  put16(out, q.qclass);
   for (auto& s : a.answer)
-    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i) {
-      ldns_rr* rr = ldns_rr_clone(ldns_rr_list_rr(s.get(), i));
-      // The first owner in the answer echoes the client's spelling (0x20-aware clients).
-      ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, rr);
-    }
+    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i) r.rr(ldns_rr_list_rr(s.get(), i));
   for (auto& s : a.authority)
-    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i)
-      ldns_pkt_push_rr(p, LDNS_SECTION_AUTHORITY, ldns_rr_clone(ldns_rr_list_rr(s.get(), i)));
-  if (ldns_pkt_ancount(p) > 0) {
-    // Owners of the first RRset are the query name: spell them as the client did.
-    ldns_rr_list* an = ldns_pkt_answer(p);
-    for (size_t i = 0; i < ldns_rr_list_rr_count(an); ++i) {
-      ldns_rr* rr = ldns_rr_list_rr(an, i);
-      ldns_rdf* o = ldns_rr_owner(rr);
-      if (ldns_rdf_size(o) == q.qname_wire.size() &&
-          dns::lower({reinterpret_cast<const char*>(ldns_rdf_data(o)), ldns_rdf_size(o)}) ==
-              dns::lower(q.qname_wire)) {
-        std::memcpy(ldns_rdf_data(o), q.qname_wire.data(), q.qname_wire.size());
-      }
-    }
-  }
-  if (q.edns) {
-    ldns_pkt_set_edns_udp_size(p, our_size);
-    ldns_pkt_set_edns_version(p, 0);
-    ldns_pkt_set_edns_do(p, q.do_bit);
-    ldns_pkt_set_edns_extended_rcode(p, uint8_t(a.rcode >> 4));
-  }
-  uint8_t* buf = nullptr;
-  size_t len = 0;
-  if (ldns_pkt2wire(&buf, p, &len) != LDNS_STATUS_OK) {
-    free(buf);
-    return error_reply(q, LDNS_RCODE_SERVFAIL, our_size);
-  }
-  std::vector<uint8_t> out(buf, buf + len);
-  free(buf);
+    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i) r.rr(ldns_rr_list_rr(s.get(), i));
+  if (q.edns) append_opt(out, our_size, uint8_t(a.rcode >> 4), q.do_bit);
   if (out.size() > limit) {
     truncated = true;
     out = error_reply(q, a.rcode, our_size);

@@ -168,6 +168,115 @@ TEST(AnswerReply, TruncatesToEmptyAnswerWhenTooBig) {
   EXPECT_FALSE(tc);
 }
 
+// The reply as ldns_pkt2wire() renders it (what answer_reply() did before it rendered
+// by hand): the hand renderer must produce the same bytes, compression included.
+std::vector<uint8_t> ldns_reference(const Query& q, const Answer& a, uint16_t our_size) {
+  ldns_pkt* p = ldns_pkt_new();
+  dns::Pkt guard(p);
+  ldns_pkt_set_id(p, q.id);
+  ldns_pkt_set_qr(p, true);
+  ldns_pkt_set_rd(p, q.rd);
+  ldns_pkt_set_ra(p, true);
+  ldns_pkt_set_cd(p, q.cd);
+  ldns_pkt_set_opcode(p, LDNS_PACKET_QUERY);
+  ldns_pkt_set_rcode(p, uint8_t(a.rcode & 0x0f));
+  ldns_rr* question = ldns_rr_new();
+  ldns_rr_set_owner(question, ldns_dname_new_frm_data(uint16_t(q.qname_wire.size()),
+                                                      q.qname_wire.data()));
+  ldns_rr_set_type(question, ldns_rr_type(q.qtype));
+  ldns_rr_set_class(question, ldns_rr_class(q.qclass));
+  ldns_rr_set_question(question, true);
+  ldns_pkt_push_rr(p, LDNS_SECTION_QUESTION, question);
+  for (auto& s : a.answer)
+    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i)
+      ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, ldns_rr_clone(ldns_rr_list_rr(s.get(), i)));
+  for (auto& s : a.authority)
+    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i)
+      ldns_pkt_push_rr(p, LDNS_SECTION_AUTHORITY, ldns_rr_clone(ldns_rr_list_rr(s.get(), i)));
+  if (q.edns) {
+    ldns_pkt_set_edns_udp_size(p, our_size);
+    ldns_pkt_set_edns_version(p, 0);
+    ldns_pkt_set_edns_do(p, q.do_bit);
+    ldns_pkt_set_edns_extended_rcode(p, uint8_t(a.rcode >> 4));
+  }
+  uint8_t* buf = nullptr;
+  size_t len = 0;
+  EXPECT_EQ(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
+  std::vector<uint8_t> out(buf, buf + len);
+  free(buf);
+  return out;
+}
+
+TEST(AnswerReply, RendersTheSameBytesAsLdns) {
+  struct Case {
+    const char* qname;
+    ldns_rr_type type;
+    std::vector<std::vector<std::string>> answer, authority;
+    unsigned rcode;
+  };
+  std::vector<Case> cases = {
+      {"WwW.Alpha.lab.", LDNS_RR_TYPE_A, {{"www.alpha.lab. 60 IN A 198.18.0.1",
+                                           "www.alpha.lab. 60 IN A 198.18.0.2"}}, {}, 0},
+      {"c1.alpha.lab.", LDNS_RR_TYPE_A,
+       {{"c1.alpha.lab. 60 IN CNAME c2.ALPHA.lab."}, {"c2.alpha.lab. 60 IN CNAME www.beta.zz."},
+        {"www.beta.zz. 30 IN A 198.18.0.9"}}, {}, 0},
+      {"alpha.lab.", LDNS_RR_TYPE_MX,
+       {{"alpha.lab. 60 IN MX 10 mx1.alpha.lab.", "alpha.lab. 60 IN MX 20 mx.other.zz."}}, {}, 0},
+      {"nx.alpha.lab.", LDNS_RR_TYPE_AAAA, {},
+       {{"alpha.lab. 300 IN SOA ns1.alpha.lab. hostmaster.alpha.lab. 1 2 3 4 300"}}, 3},
+      {"alpha.lab.", LDNS_RR_TYPE_NS,
+       {{"alpha.lab. 60 IN NS ns1.alpha.lab.", "alpha.lab. 60 IN NS ns2.alpha.lab."}}, {}, 0},
+      {"d.alpha.lab.", LDNS_RR_TYPE_TXT,
+       {{"alpha.lab. 60 IN DNAME beta.zz."}, {"d.alpha.lab. 60 IN CNAME d.beta.zz."},
+        {"d.beta.zz. 60 IN TXT \"alpha.lab\" \"x\""}}, {}, 0},
+      {"srv.alpha.lab.", LDNS_RR_TYPE_SRV,
+       {{"srv.alpha.lab. 60 IN SRV 1 2 53 ns1.alpha.lab."}}, {}, 0},
+      {".", LDNS_RR_TYPE_NS, {{". 60 IN NS a.root.lab."}}, {}, 0},
+      {"bad.alpha.lab.", LDNS_RR_TYPE_A, {}, {}, 2},
+  };
+  for (const auto& c : cases) {
+    Answer a;
+    a.rcode = c.rcode;
+    for (const auto& set : c.answer) {
+      dns::RrList l(ldns_rr_list_new());
+      for (const auto& t : set) ldns_rr_list_push_rr(l.get(), rr(t));
+      a.answer.push_back(std::move(l));
+    }
+    for (const auto& set : c.authority) {
+      dns::RrList l(ldns_rr_list_new());
+      for (const auto& t : set) ldns_rr_list_push_rr(l.get(), rr(t));
+      a.authority.push_back(std::move(l));
+    }
+    for (int edns : {-1, 4096}) {
+      Query q;
+      ASSERT_EQ(parse_query(query(c.qname, c.type, edns), q), Verdict::ok) << c.qname;
+      bool tc = false;
+      EXPECT_EQ(answer_reply(q, a, 1232, 65535, tc), ldns_reference(q, a, 1232))
+          << c.qname << " edns " << edns;
+      EXPECT_FALSE(tc);
+    }
+  }
+  // Many RRs: compression across a long message.
+  Query q;
+  ASSERT_EQ(parse_query(query("many.alpha.lab.", LDNS_RR_TYPE_NS, 4096), q), Verdict::ok);
+  Answer a;
+  dns::RrList l(ldns_rr_list_new());
+  for (int i = 0; i < 200; ++i)
+    ldns_rr_list_push_rr(l.get(), rr("many.alpha.lab. 60 IN NS ns" + std::to_string(i) +
+                                     (i % 2 ? ".alpha.lab." : ".Other.zz.")));
+  a.answer.push_back(std::move(l));
+  bool tc = false;
+  EXPECT_EQ(answer_reply(q, a, 1232, 65535, tc), ldns_reference(q, a, 1232));
+  dns::RrList l2(ldns_rr_list_new());
+  for (int i = 0; i < 20; ++i)
+    ldns_rr_list_push_rr(l2.get(), rr("late" + std::to_string(i) + ".many.alpha.lab. 60 IN CNAME x" +
+                                      std::to_string(i % 3) + ".late.zz."));
+  // Past 16384 octets no new suffix is remembered (pointers have 14 bits).
+  a.answer.push_back(std::move(big_answer(100).answer[0]));
+  a.answer.push_back(std::move(l2));
+  EXPECT_EQ(answer_reply(q, a, 1232, 65535, tc), ldns_reference(q, a, 1232));
+}
+
 }  // namespace
 }  // namespace tern::control::resolver
 

@@ -216,7 +216,7 @@ bool Resolution::find_delegation() {
     return true;
   }
   for (dns::Name z = cur_;; z = z.parent()) {
-    if (!skip_zones_.count(z.key())) {
+    if (skip_zones_.empty() || !skip_zones_.count(z.key())) {
       for (const auto& rt : cfg.stub) {
         if (rt.zone.equals(z)) {
           mode_ = Mode::stub;
@@ -231,8 +231,7 @@ bool Resolution::find_delegation() {
         mode_ = Mode::iterate;
         zone_ = z;
         zone_from_cache_ = true;
-        dns::RrList ns = clone(e->rrs.get());
-        set_servers_from_ns(ns.get());
+        set_servers_from_ns(e->rrs.get());
         if (!servers_.empty() || !need_addr_.empty()) return true;
       }
     }
@@ -247,10 +246,15 @@ bool Resolution::find_delegation() {
 }
 
 void Resolution::set_servers_from_ns(const ldns_rr_list* ns) {
+  // The names first: `ns` may be a cache entry, and add_addresses() looks in the cache.
+  std::vector<dns::Name> names;
+  names.reserve(ldns_rr_list_rr_count(ns));
   for (size_t i = 0; i < ldns_rr_list_rr_count(ns); ++i) {
     const ldns_rr* rr = ldns_rr_list_rr(ns, i);
-    if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_NS) continue;
-    dns::Name n = dns::Name::from_rdf(ldns_rr_rdf(rr, 0));
+    if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_NS)
+      names.push_back(dns::Name::from_rdf(ldns_rr_rdf(rr, 0)));
+  }
+  for (const dns::Name& n : names) {
     size_t before = servers_.size();
     add_addresses(n);
     if (servers_.size() == before) need_addr_.push_back(n);
@@ -265,7 +269,7 @@ void Resolution::add_addresses(const dns::Name& n) {
       ServerAddr a = ServerAddr::from_rr(ldns_rr_list_rr(e->rrs.get(), i));
       if (a.len == 0) continue;
       bool dup = false;
-      for (auto& s : servers_) dup |= s.addr.key() == a.key();
+      for (auto& s : servers_) dup |= s.addr.same(reinterpret_cast<const sockaddr*>(&a.ss), a.len);
       if (!dup) servers_.push_back({a});
     }
   }
@@ -288,17 +292,23 @@ void Resolution::next_query() {
     const Infra::Server* st = r_.infra_.find(s.addr);
     return st && st->timeouts >= 6 ? 1u : cfg.retries;
   };
-  for (auto& s : servers_) {
-    if (mode_ != Mode::forward && r_.infra_.lame(s.addr, zkey, r_.now())) continue;
-    if (failures(s) < allowed(s)) best_fail = std::min(best_fail, failures(s));
+  struct State {
+    unsigned fails, allowed;
+    bool lame;
+  };
+  std::vector<State> st(servers_.size());  // each server's lookups once, not per pass
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    auto& s = servers_[i];
+    st[i] = {failures(s), allowed(s),
+             mode_ != Mode::forward && r_.infra_.lame(s.addr, zkey, r_.now())};
+    if (st[i].lame) continue;
+    if (st[i].fails < st[i].allowed) best_fail = std::min(best_fail, st[i].fails);
   }
   std::vector<ServerAddr> cand;
   std::vector<size_t> idx;
   for (size_t i = 0; i < servers_.size(); ++i) {
-    auto& s = servers_[i];
-    if (failures(s) != best_fail || failures(s) >= allowed(s)) continue;
-    if (mode_ != Mode::forward && r_.infra_.lame(s.addr, zkey, r_.now())) continue;
-    cand.push_back(s.addr);
+    if (st[i].fails != best_fail || st[i].fails >= st[i].allowed || st[i].lame) continue;
+    cand.push_back(servers_[i].addr);
     idx.push_back(i);
   }
   // Before a second round on known servers, learn the addresses of glueless NS names.
@@ -710,8 +720,13 @@ bool Resolver::assemble(const Question& q, Answer& out, bool allow_stale, dns::N
     }
     // A cached DNAME above cur (RFC 6672 §3.2): answer with it and a fresh CNAME.
     bool via_dname = false;
-    for (dns::Name z = cur.parent(); q.type != LDNS_RR_TYPE_DNAME; z = z.parent()) {
-      CacheEntry* d = cache_.get(z, LDNS_RR_TYPE_DNAME, EntryKind::rrset, now, allow_stale);
+    // Skipped outright when no DNAME is cached, and per ancestor when none is cached at
+    // that depth: most caches hold no DNAME, and these lookups are most of a cold miss.
+    for (dns::Name z = cur.parent(); q.type != LDNS_RR_TYPE_DNAME && cache_.any_dname();
+         z = z.parent()) {
+      CacheEntry* d = cache_.may_have_dname(z.labels())
+                          ? cache_.get(z, LDNS_RR_TYPE_DNAME, EntryKind::rrset, now, allow_stale)
+                          : nullptr;
       if (usable(d)) {
         const ldns_rr* drr = ldns_rr_list_rr(d->rrs.get(), 0);
         dns::Name target;
@@ -769,10 +784,13 @@ bool Resolver::lookup_partial(const Question& q, Answer& out, dns::Name& last) {
 bool Resolver::resolve(const Question& q, Done done) {
   Answer a;
   dns::Name last;
+  uint64_t stale_before = cache_.stale_seen();
   if (lookup_partial(q, a, last)) {
     done(a);
     return true;
   }
+  // The cache-only pass met no expired entry: a stale pass would find nothing either.
+  bool maybe_stale = cache_.stale_seen() != stale_before;
   ++stats_.cache_misses;
   std::string key = question_key(q);
   if (auto it = joinable_.find(key); it != joinable_.end()) {
@@ -795,7 +813,8 @@ bool Resolver::resolve(const Question& q, Done done) {
   // RFC 8767 §5 client response timer: when expired data exists and resolution is slow
   // (dead servers), answer stale at 1.8 s and let the resolution go on refreshing.
   Answer stale;
-  if (cfg_.cache.serve_stale && assemble(q, stale, true, nullptr, true) && stale.stale) {
+  if (cfg_.cache.serve_stale && maybe_stale && assemble(q, stale, true, nullptr, true) &&
+      stale.stale) {
     loop_.after(std::chrono::milliseconds(kStaleClientTimeoutMs), [this, id, q] {
       Resolution* r = find(id);
       if (!r || r->finished() || r->waiters.empty()) return;

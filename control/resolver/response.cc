@@ -18,11 +18,25 @@ std::vector<dns::RrList> in_zone(const ldns_rr_list* section, const dns::Name& z
   return out;
 }
 
-const ldns_rr_list* find(const std::vector<dns::RrList>& sets, const dns::Name& name,
-                         uint16_t type) {
+uint8_t fold(uint8_t c) { return c >= 'A' && c <= 'Z' ? uint8_t(c + ('a' - 'A')) : c; }
+
+// dns::owner(rr).equals(name) without building the owner.
+bool owner_is(const ldns_rr* rr, const dns::Name& name) {
+  const ldns_rdf* o = ldns_rr_owner(rr);
+  const std::string& w = name.wire();
+  if (!o || ldns_rdf_get_type(o) != LDNS_RDF_TYPE_DNAME || ldns_rdf_size(o) == 0)
+    return name.is_root();
+  if (ldns_rdf_size(o) != w.size()) return false;
+  const uint8_t* d = ldns_rdf_data(o);
+  for (size_t i = 0; i < w.size(); ++i)
+    if (fold(d[i]) != fold(uint8_t(w[i]))) return false;
+  return true;
+}
+
+dns::RrList* find(std::vector<dns::RrList>& sets, const dns::Name& name, uint16_t type) {
   for (auto& s : sets) {
     const ldns_rr* rr = ldns_rr_list_rr(s.get(), 0);
-    if (uint16_t(ldns_rr_get_type(rr)) == type && dns::owner(rr).equals(name)) return s.get();
+    if (uint16_t(ldns_rr_get_type(rr)) == type && owner_is(rr, name)) return &s;
   }
   return nullptr;
 }
@@ -92,7 +106,6 @@ Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtyp
     return c;
   }
   auto answer = in_zone(ldns_pkt_answer(reply), zone, forwarder);
-  auto authority = in_zone(ldns_pkt_authority(reply), zone, forwarder);
 
   // Follow the chain from qname through the answer section (RFC 1034 §4.3.2 step 3).
   dns::Name cur = qname;
@@ -102,14 +115,16 @@ Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtyp
     if (qtype == LDNS_RR_TYPE_ANY) {
       // RFC 8482 allows any subset; whatever the server gave for cur is the answer.
       for (auto& s : answer)
-        if (dns::owner(ldns_rr_list_rr(s.get(), 0)).equals(cur)) {
+        if (owner_is(ldns_rr_list_rr(s.get(), 0), cur)) {
           c.rrsets.emplace_back(ldns_rr_list_clone(s.get()));
           final = true;
         }
       if (final) break;
     }
-    if (const ldns_rr_list* s = find(answer, cur, qtype)) {
-      c.rrsets.emplace_back(ldns_rr_list_clone(s));
+    if (dns::RrList* s = find(answer, cur, qtype)) {
+      // Moved, not cloned: the chain ends here, and no earlier step took this RRset
+      // (those are CNAME/DNAME sets, and qtype CNAME/DNAME skips them).
+      c.rrsets.push_back(std::move(*s));
       final = true;
       break;
     }
@@ -141,7 +156,8 @@ Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtyp
       continue;
     }
     if (qtype != LDNS_RR_TYPE_CNAME) {
-      if (const ldns_rr_list* s = find(answer, cur, LDNS_RR_TYPE_CNAME)) {
+      if (dns::RrList* sp = find(answer, cur, LDNS_RR_TYPE_CNAME)) {
+        const ldns_rr_list* s = sp->get();
         c.rrsets.emplace_back(ldns_rr_list_clone(s));
         cur = dns::Name::from_rdf(ldns_rr_rdf(ldns_rr_list_rr(s, 0), 0));
         ++c.chain;
@@ -157,6 +173,7 @@ Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtyp
   }
 
   // No data for cur in this reply. Negative answer, referral or lame?
+  auto authority = in_zone(ldns_pkt_authority(reply), zone, forwarder);
   for (auto& s : authority) {
     const ldns_rr* rr = ldns_rr_list_rr(s.get(), 0);
     if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_SOA && (forwarder || cur.under(dns::owner(rr)))) {

@@ -30,7 +30,7 @@ Upstream::~Upstream() {
 
 void Upstream::close_fd() {
   if (fd_ >= 0) {
-    loop_.remove(fd_);
+    loop_.forget(fd_);  // our own socket, never dup()ed: close() leaves the epoll set
     ::close(fd_);
     fd_ = -1;
   }
