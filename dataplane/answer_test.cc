@@ -16,20 +16,8 @@ using test::QuerySpec;
 uint16_t g16(const Bytes& b, size_t o) { return static_cast<uint16_t>(b[o] << 8 | b[o + 1]); }
 uint32_t g32(const Bytes& b, size_t o) { return uint32_t{g16(b, o)} << 16 | g16(b, o + 2); }
 
-ServiceView service() {
-  ServiceView v;
-  inet_pton(AF_INET, "198.18.0.53", v.v4[v.n4++]);
-  inet_pton(AF_INET6, "2001:2::53", v.v6[v.n6++]);
-  return v;
-}
-
-QuerySpec v6spec() {
-  QuerySpec s;
-  s.v6 = true;
-  s.src = "2001:2::100";
-  s.dst = "2001:2::53";
-  return s;
-}
+using test::service;
+using test::v6spec;
 
 constexpr uint32_t kStoredAt = 1000;
 

@@ -12,20 +12,8 @@ namespace {
 using test::Bytes;
 using test::QuerySpec;
 
-ServiceView service() {
-  ServiceView v;
-  inet_pton(AF_INET, "198.18.0.53", v.v4[v.n4++]);
-  inet_pton(AF_INET6, "2001:2::53", v.v6[v.n6++]);
-  return v;
-}
-
-QuerySpec v6spec() {
-  QuerySpec s;
-  s.v6 = true;
-  s.src = "2001:2::100";
-  s.dst = "2001:2::53";
-  return s;
-}
+using test::service;
+using test::v6spec;
 
 Counter parse(const Bytes& f, Query* out = nullptr) {
   Query q;

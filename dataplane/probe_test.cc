@@ -30,12 +30,7 @@ ProbeQuery query(bool v6, const char* name = "www.Alpha.lab", uint16_t qtype = 2
   return q;
 }
 
-ServiceView service() {
-  ServiceView v;
-  inet_pton(AF_INET, "198.18.0.53", v.v4[v.n4++]);
-  inet_pton(AF_INET6, "2001:2::53", v.v6[v.n6++]);
-  return v;
-}
+using test::service;
 
 TEST(ProbeFrame, IsAQueryTheFastPathParserAccepts) {
   for (bool v6 : {false, true}) {

@@ -187,4 +187,19 @@ bool udp_checksum_ok(const Bytes& f, size_t l3, bool v6) {
   return ref_checksum(&f[l4], ulen, pseudo_sum(f, l3, v6, ulen)) == 0;
 }
 
+ServiceView service() {
+  ServiceView v;
+  inet_pton(AF_INET, "198.18.0.53", v.v4[v.n4++]);
+  inet_pton(AF_INET6, "2001:2::53", v.v6[v.n6++]);
+  return v;
+}
+
+QuerySpec v6spec() {
+  QuerySpec s;
+  s.v6 = true;
+  s.src = "2001:2::100";
+  s.dst = "2001:2::53";
+  return s;
+}
+
 }  // namespace tern::dp::test

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "parse.h"
+
 namespace tern::dp::test {
 
 using Bytes = std::vector<uint8_t>;
@@ -46,6 +48,10 @@ uint16_t ref_checksum(const uint8_t* p, size_t n, uint32_t seed = 0);  // RFC 10
 bool ipv4_header_ok(const Bytes& f, size_t l3);
 bool udp_checksum_ok(const Bytes& f, size_t l3, bool v6);
 void fix_checksums(Bytes& f, size_t l3, bool v6);
+
+// The lab's service addresses (198.18.0.53, 2001:2::53), and a client query over IPv6.
+ServiceView service();
+QuerySpec v6spec();
 // Folded (not complemented) pseudo-header sum of the frame's UDP datagram: what TX offload wants.
 uint16_t pseudo_header_fold(const Bytes& f, size_t l3, bool v6);  // recompute after a test edits a frame
 
