@@ -594,6 +594,8 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   if (h.flags & wire::kFlagTC) return reject(Reject::truncated);
   // The sections are stored without the OPT RR, so it has to be a removable tail.
   if (info.opt.present && !info.opt.last) return reject(Reject::opt_not_last);
+  // An answer tailored to one client subnet must not be served to everyone.
+  if (info.opt.has_ecs) return reject(Reject::client_subnet);
 
   const uint16_t rcode = info.rcode();
   if (rcode != wire::kRcodeNoError && rcode != wire::kRcodeNXDomain &&

@@ -169,6 +169,7 @@ struct Config {
   X(bad_qdcount, "not exactly one question")                                             \
   X(truncated, "TC bit set: a truncated answer is not a cacheable answer")              \
   X(opt_not_last, "OPT is not the last record of the additional section")               \
+  X(client_subnet, "EDNS Client Subnet answer: tailored to one subnet (RFC 7871 7.3)")  \
   X(name_reads_ttl, "a compression pointer reads a name out of TTL bytes, which ageing rewrites") \
   X(uncacheable_rcode, "rcode other than NOERROR, NXDOMAIN, SERVFAIL")                   \
   X(negative_without_soa, "NXDOMAIN/NODATA without an SOA in authority (RFC 2308 5)")   \

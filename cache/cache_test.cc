@@ -401,6 +401,10 @@ TEST_F(CacheTest, MalformedResponsesAreRejectedWithReasonAndNeverStored) {
       {"OPT not last", MsgBuilder(base).a(Section::answer, "m.lab.", 60, 1).opt()
                            .a(Section::additional, "n.lab.", 60, 1).finish(),
        Reject::opt_not_last, Status::ok},
+      {"ECS answer", MsgBuilder(base).a(Section::answer, "m.lab.", 60, 1)
+                         .opt(1232, false, 0, {{wire::kOptionECS, {0, 1, 24, 24, 198, 18, 0}}})
+                         .finish(),
+       Reject::client_subnet, Status::ok},
       {"TC set", MsgBuilder(base).a(Section::answer, "m.lab.", 60, 1)
                      .flags(wire::kFlagQR | wire::kFlagTC).finish(),
        Reject::truncated, Status::ok},

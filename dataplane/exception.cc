@@ -217,15 +217,11 @@ struct Service {
       k.add(SvcCounter::fill_skipped_tc);
       return;
     }
-    // An answer tailored to one client subnet must not be served to everyone.
-    wire::MessageInfo info;
-    if (wire::walk(msg, &info) == wire::Status::ok && info.opt.has_ecs) {
-      k.add(SvcCounter::fill_skipped_ecs);
-      return;
-    }
+    // The cache applies every cacheability rule (ECS included) in its one pass over the bytes.
     const cache::InsertResult r = c.cache->insert_response(msg, cache_clock_s());
     k.add(r.outcome == cache::InsertResult::kInserted   ? SvcCounter::fill_inserted
           : r.outcome == cache::InsertResult::kReplaced ? SvcCounter::fill_replaced
+          : r.reason == cache::Reject::client_subnet    ? SvcCounter::fill_skipped_ecs
                                                         : SvcCounter::fill_rejected);
   }
 
