@@ -14,7 +14,8 @@ PKGS=(
   # lab: authoritative servers, reference resolver, tools
   knot knot-dnsutils unbound unbound-anchor ldnsutils dnsperf
   # bench/compare: the other resolvers tern is measured next to, and the plots
-  knot-resolver pdns-recursor dnsdist gnuplot-nox
+  # (ethtool: the lab bridge port towards tern-dataplane completes UDP checksums, as a wire would)
+  knot-resolver pdns-recursor dnsdist gnuplot-nox ethtool
   iproute2 iputils-ping procps psmisc python3 tcpdump
   # operations: VRRP failover, BGP anycast sample, alert rule validation (promtool), /metrics checks
   keepalived bird2 prometheus curl

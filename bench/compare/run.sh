@@ -66,6 +66,7 @@ stop_server() {
   PIDS=()
   if [[ -n $ns ]]; then
     ip -n tl-inet link del tl-bnic0 >/dev/null 2>&1 || true
+    ip -n tl-inet link del tl-bdpp0 >/dev/null 2>&1 || true
     "$LAB" detach-ns "$ns" >/dev/null 2>&1 || true
     if [[ -e /run/netns/$ns ]]; then ip netns del "$ns" 2>/dev/null || true; fi
   fi
@@ -93,19 +94,24 @@ trap 'exit 130' INT TERM
   echo "cpus=$(nproc)"
   echo "kernel=$(uname -r)"
   echo "debian=$(cat /etc/debian_version)"
-  for p in dnsperf unbound knot-resolver pdns-recursor dnsdist knot gnuplot-nox dpdk; do
+  for p in dnsperf knot-dnsutils unbound knot-resolver pdns-recursor dnsdist knot gnuplot-nox librte-net-af-packet23; do
     echo "pkg_$p=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo absent)"
   done
   echo "tern=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
   echo "mode=$( ((QUICK)) && echo quick || echo full) duration_s=$DUR latency_qps=$LAT_QPS miss_qps_cap=$MISS_QPS"
 } >"$OUT/machine.txt"
 
+HAVE_KX=0
+if command -v kxdpgun >/dev/null; then HAVE_KX=1; else say "no kxdpgun (knot-dnsutils): the hit runs use dnsperf only"; fi
+
+attach_cli() { "$LAB" attach-ns "$CLI" "$CLI4/16" "2001:2::118/64" >/dev/null; }
+
 # A lab that exists (even partly) when we start belongs to someone else: never stop it.
 "$LAB" status >/dev/null 2>&1 && LAB_WAS_UP=1
 "$LAB" start >/dev/null
 # shellcheck disable=SC1091
 eval "$("$LAB" env)"
-"$LAB" attach-ns "$CLI" "$CLI4/16" "2001:2::118/64" >/dev/null
+attach_cli
 
 # ------------------------------------------------------------------ query sets ----
 # warm: WARM_NAMES fixed names (A), asked once to fill the cache, then replayed (all hits).
@@ -214,25 +220,51 @@ EOF
 }
 
 DP_SOCK=
-# tern-dataplane (lab-tap, worker lcore 1, service lcore 0) + tern-control (CPU 1) behind it.
-# The miss limiter (production default 2000/s per worker, there to keep a random-subdomain
-# flood off the resolver) is raised to the miss-heavy cap so that set measures tern-control.
+# tern-dataplane with the lab-veth profile (net_af_packet on a veth whose other end is a
+# port of the lab bridge; worker lcore 1, service lcore 0) + tern-control (CPU 1) behind
+# its exception TAP. The miss limiter (production default 2000/s per worker, there to keep
+# a random-subdomain flood off the resolver) is raised to the miss-heavy cap so that set
+# measures tern-control. TERN_PROFILE picks another profile (e.g. lab-tap, the kernel TAP
+# path); its interface names are renamed to tl-b* so a demo or test running at the same
+# time (tl-dp0/tl-nic0/tl-exc0) is not disturbed.
+TERN_PROFILE=${TERN_PROFILE:-lab-veth}
 start_tern() {
   local ns=$1 a=$2 d=$WORK/tern dp tc
   dp=$(find_bin dataplane/tern-dataplane) || { say "no tern-dataplane built: ninja -C build-bench dataplane/tern-dataplane"; return 1; }
   tc=$(find_bin control/tern-control) || { say "no tern-control built: ninja -C build-bench control/tern-control"; return 1; }
   mkdir -p "$d/state"
-  # The lab-tap profile with interface names of our own, so a demo or test running at the
-  # same time (tl-nic0/tl-exc0) is not disturbed.
-  sed -e 's/iface=tl-nic0/iface=tl-bnic0/' -e 's/^name = tl-exc0/name = tl-bexc0/' \
-    hw-profiles/lab-tap.conf >"$d/profile.conf"
+  sed -e 's/iface=tl-nic0/iface=tl-bnic0/' -e 's/iface=tl-dp0/iface=tl-bdp0/' -e 's/^name = tl-exc0/name = tl-bexc0/' \
+    "hw-profiles/$TERN_PROFILE.conf" >"$d/profile.conf"
+  if grep -q 'iface=tl-bdp0' "$d/profile.conf"; then
+    # The DPDK port is one end of a veth pair (made here, in tern's namespace); the other
+    # end, tl-bdpp0, becomes a port of the lab bridge like every other server's tl0.
+    ip -n "$ns" link add tl-bdp0 type veth peer name tl-bdpp0
+    # The kernel of tern's namespace must not answer what arrives on the DPDK port: it owns
+    # the service address (on the exception TAP), so it would pass queries from tl-bdp0 to
+    # tern-control's socket, next to the PMD, and answer twice. No ARP on the veth, and
+    # strict reverse-path filtering (the route back is the TAP) drops them in the kernel;
+    # the PMD's AF_PACKET sockets have their copy before that.
+    ip -n "$ns" link set tl-bdp0 arp off
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.tl-bdp0.disable_ipv6=1 net.ipv4.conf.all.rp_filter=1 \
+      net.ipv4.conf.tl-bdp0.rp_filter=1
+    ip -n "$ns" link set tl-bdp0 up
+    "$LAB" attach-if tl-bdpp0 "$ns" >/dev/null
+    # Packets from local sockets cross veths and the bridge with their UDP checksum left
+    # to "hardware" (CHECKSUM_PARTIAL); a kernel receiver accepts that, but the AF_PACKET
+    # PMD hands the raw frame on, so tern would see (and drop) a wrong checksum on every
+    # query from dnsperf and every answer from the lab's servers. Without TX checksum
+    # offload on the bridge port towards tern, the kernel completes the checksum there, as
+    # frames arrive from a real wire.
+    ip netns exec "$LAB_NS_INET" ethtool -K tl-bdpp0 tx off >/dev/null ||
+      say "warning: ethtool -K tl-bdpp0 tx off failed (install ethtool): tern drops frames with partial checksums"
+  fi
   DP_SOCK=$d/dataplane.sock
   ip netns exec "$ns" "$dp" --profile "$d/profile.conf" --control-socket "$DP_SOCK" --allow 198.18.0.96/27 \
     --miss-rate "$MISS_QPS" --miss-burst 5000 >"$d/dp.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do [[ -S $DP_SOCK ]] && break; kill -0 "${PIDS[-1]}" 2>/dev/null || break; sleep 0.1; done
   [[ -S $DP_SOCK ]] || { say "tern-dataplane did not start: $(tail -3 "$d/dp.log")"; return 1; }
-  "$LAB" attach-if tl-bnic0 "$ns" >/dev/null
+  if grep -q 'iface=tl-bnic0' "$d/profile.conf"; then "$LAB" attach-if tl-bnic0 "$ns" >/dev/null; fi
   ip -n "$ns" addr add "$a/16" dev tl-bexc0
   cat >"$d/tern.conf" <<EOF
 [server]
@@ -309,6 +341,45 @@ run_set() {
   tail -1 "$TSV" | awk -F'\t' '{ printf "compare:   %-8s %-5s %9.0f qps answered, loss %5.2f%%, server CPU %5.1f%%, dnsperf CPU %5.1f%%, CPU0/1 busy %s/%s%%, p99 %s ms%s\n", $1, $2, $6, $5, $7, $9, $16, $17, $12, ($15 == "yes" ? "  [load generator limit]" : "") }'
 }
 
+# dp_stats FILE: tern-dataplane's counters (its control socket's "stats"), for the record.
+dp_stats() {
+  [[ -S $DP_SOCK ]] || return 0
+  python3 - "$DP_SOCK" >"$1" 2>&1 <<'EOF' || true
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
+s.sendall(b"stats\n"); d = b""
+while (b := s.recv(65536)): d += b
+sys.stdout.write(d.decode())
+EOF
+}
+
+# run_xdp SERVER FILE ADDR: the cache-warm set again, sent by kxdpgun (AF_XDP on the client's
+# veth, native XDP; one sending thread on CPU 0) at KX_QPS for DUR seconds. One TSV row, set
+# warm-xdp; its latency columns are the dnsperf latency run of the warm set (kxdpgun 3.2
+# measures none).
+KX_QPS=${KX_QPS:-2000000}
+run_xdp() {
+  local srv=$1 file=$2 a=$3 raw=$OUT/raw/$1-warm-xdp t0 t1 z0 z1 w0 w1 b0 b1 tf=$WORK/time
+  # kxdpgun takes the server's MAC from the neighbour table: make sure it is there.
+  ip netns exec "$CLI" ping -c 1 -W 1 "$a" >/dev/null 2>&1 || true
+  t0=$(cpu_ticks "${PIDS[@]}"); z0=0; [[ $srv == tern ]] && z0=$(cpu0_thread_ticks)
+  b0="$(cpu_busy 0) $(cpu_busy 1)"
+  w0=$(date +%s.%N)
+  { TIMEFORMAT='%U %S %R'; time timeout $((DUR + 15)) ip netns exec "$CLI" kxdpgun -t "$DUR" -Q "$KX_QPS" -b 64 \
+      -F 0 -I tl0 -i "$file" "$a" >"$raw.txt" 2>&1; } 2>"$tf" || true
+  w1=$(date +%s.%N)
+  b1="$(cpu_busy 0) $(cpu_busy 1)"
+  t1=$(cpu_ticks "${PIDS[@]}"); z1=0; [[ $srv == tern ]] && z1=$(cpu0_thread_ticks)
+  if ! grep -q 'total queries:' "$raw.txt"; then
+    say "  $srv warm-xdp: kxdpgun printed no statistics ($(tail -2 "$raw.txt" | tr '\n' ' ' | head -c 200)); row skipped"
+    return 0
+  fi
+  python3 "$HERE/summarize.py" row --server "$srv" --set warm-xdp --kxdpgun "$raw.txt" --kx-duration "$DUR" \
+    --kx-qps "$KX_QPS" --latency "$OUT/raw/$srv-warm.lat.txt" --time "$tf" --wall "$w0" "$w1" \
+    --server-ticks "$t0" "$t1" --cpu0-ticks "$z0" "$z1" --clk "$CLK" --cpu-busy $b0 $b1 --lat-qps "$LAT_QPS" >>"$TSV"
+  tail -1 "$TSV" | awk -F'\t' '{ printf "compare:   %-8s %-8s %9.0f qps answered of %.0f sent, loss %5.2f%%, server CPU %5.1f%% (CPU 0 part %s%%), kxdpgun CPU %5.1f%%, CPU0/1 busy %s/%s%%%s\n", $1, $2, $6, $3, $5, $7, $8, $9, $16, $17, ($15 == "yes" ? "  [load generator limit]" : "") }'
+}
+
 for srv in $SERVERS; do
   case $srv in
     tern|unbound|kresd|pdns|dnsdist) ;;
@@ -325,7 +396,7 @@ for srv in $SERVERS; do
   # The lab is shared: another test may have stopped it (and killed our client with it)
   # since the last server. lab.sh start is idempotent; the client namespace is re-made.
   "$LAB" start >/dev/null
-  [[ -e /run/netns/$CLI ]] || "$LAB" attach-ns "$CLI" "$CLI4/16" "2001:2::118/64" >/dev/null
+  [[ -e /run/netns/$CLI ]] || attach_cli
   if [[ $srv == tern ]]; then
     ip netns add "$ns"; ip -n "$ns" link set lo up
   elif ! "$LAB" attach-ns "$ns" "$a/16" "2001:2::$((0x${a##*.} + 0))/64" >/dev/null; then
@@ -345,18 +416,15 @@ for srv in $SERVERS; do
   # Warm: every warm name once, at a bounded rate (each is a recursion the first time).
   ip netns exec "$CLI" taskset -c 0 dnsperf -s "$a" -d "$OUT/sets/warm.txt" -n 1 -Q "$MISS_QPS" -c 8 -q 200 \
     -t 5 >"$OUT/raw/$srv-warmup.txt" 2>&1 || true
+  [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-0-warmed.txt"
   run_set "$srv" warm "$OUT/sets/warm.txt" "$a"
+  [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-1-warm.txt"
+  if ((HAVE_KX)); then run_xdp "$srv" "$OUT/sets/warm.txt" "$a"; fi
+  [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-2-warm-xdp.txt"
+  [[ -n ${ONLY_WARM:-} ]] && { stop_server; continue; }
   run_set "$srv" mix "$WORK/mix-$srv.txt" "$a"
   run_set "$srv" miss "$WORK/miss-$srv.txt" "$a" -Q "$MISS_QPS"
-  if [[ $srv == tern && -S $DP_SOCK ]]; then
-    python3 - "$DP_SOCK" >"$OUT/raw/tern-dataplane-stats.txt" 2>&1 <<'EOF' || true
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
-s.sendall(b"stats\n"); d = b""
-while (b := s.recv(65536)): d += b
-sys.stdout.write(d.decode())
-EOF
-  fi
+  [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-dataplane-stats.txt"
   stop_server
 done
 

@@ -10,9 +10,10 @@ import sys
 COLS = ["server", "set", "sent", "answered", "loss_pct", "qps", "server_cpu_pct", "cpu0_pct",
         "dnsperf_cpu_pct", "qps_per_core", "p50_ms", "p99_ms", "p999_ms", "lat_qps", "gen_limited",
         "cpu0_busy_pct", "cpu1_busy_pct"]
-NAMES = {"tern": "tern (dataplane lab-tap + tern-control)", "unbound": "unbound", "kresd": "knot-resolver (kresd)",
+NAMES = {"tern": "tern (tern-dataplane + tern-control)", "unbound": "unbound", "kresd": "knot-resolver (kresd)",
          "pdns": "pdns-recursor", "dnsdist": "dnsdist packet cache + unbound"}
-SETS = {"warm": "cache-warm (all hits)", "mix": "mix (95 % hits, 5 % unique names)",
+SETS = {"warm-xdp": "cache-warm (all hits), kxdpgun (AF_XDP) as the generator",
+        "warm": "cache-warm (all hits), dnsperf as the generator", "mix": "mix (95 % hits, 5 % unique names)",
         "miss": "miss-heavy (unique names, recursion)"}
 
 
@@ -28,6 +29,21 @@ def dnsperf_stats(path):
     if not re.search(r"Queries sent:", text):
         sys.exit(f"summarize: {path}: no dnsperf statistics (did dnsperf run? see the file)")
     return sent, completed, noerror, runtime
+
+
+def kxdpgun_stats(path, duration):
+    # kxdpgun (Knot 3.2) prints totals: "total queries: N (P pps)", "total replies: N (...)",
+    # "responded NOERROR: N"; the run lasts -t seconds.
+    text = open(path, errors="replace").read()
+    def num(pattern, default=0.0):
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else default
+    if not re.search(r"total queries:", text):
+        sys.exit(f"summarize: {path}: no kxdpgun statistics (did kxdpgun run? see the file)")
+    sent = num(r"total queries:\s+(\d+)")
+    replies = num(r"total replies:\s+(\d+)")
+    noerror = num(r"responded NOERROR:\s+(\d+)")
+    return sent, replies, noerror, float(duration)
 
 
 def percentiles(path):
@@ -48,7 +64,10 @@ def percentiles(path):
 
 
 def row(a):
-    sent, completed, noerror, runtime = dnsperf_stats(a.dnsperf)
+    if a.kxdpgun:
+        sent, completed, noerror, runtime = kxdpgun_stats(a.kxdpgun, a.kx_duration)
+    else:
+        sent, completed, noerror, runtime = dnsperf_stats(a.dnsperf)
     p50, p99, p999 = percentiles(a.latency)
     user, system, real = (float(x) for x in open(a.time).read().split()[:3])
     wall = float(a.wall[1]) - float(a.wall[0])
@@ -64,7 +83,19 @@ def row(a):
     # Who set the pace: dnsperf on a full core while the server still had CPU to spare means
     # the figure is the generator's, a lower bound for the server.
     # CPU 0 busy counts the kernel's send path (softirq) that dnsperf's own time does not.
-    if (gen_cpu >= 90 or cpu0_busy >= 95) and srv_cpu < 90 and cpu1_busy < 95:
+    if a.kxdpgun:
+        # kxdpgun sends at the rate asked (-Q) if it can. It could not (sent < 90 % of it), and
+        # the server answered (nearly) all it got: the generator, with the kernel's veth and
+        # bridge path on its CPU, set the pace. With loss, the server side did.
+        if sent / runtime < 0.9 * float(a.kx_qps) and loss < 2.0:
+            limited = "yes"
+        elif srv_cpu >= 90:
+            limited = "no"
+        elif cpu1_busy >= 95:
+            limited = "cpu1"
+        else:
+            limited = "neither"
+    elif (gen_cpu >= 90 or cpu0_busy >= 95) and srv_cpu < 90 and cpu1_busy < 95:
         limited = "yes"
     elif srv_cpu >= 90:
         limited = "no"
@@ -104,12 +135,12 @@ def report(a):
                "the server had CPU to spare: the figure is dnsperf's, a lower bound for the server. CPU 0 / 1 "
                "busy = /proc/stat including irq and softirq (the kernel's network path, charged to no "
                "process; other work on the machine shows up here too).\n")
-    for s in ["warm", "mix", "miss"]:
+    for s in ["warm-xdp", "warm", "mix", "miss"]:
         rs = [r for r in rows if r["set"] == s]
         if not rs:
             continue
         out.append(f"\n## {SETS[s]}\n")
-        out.append("| server | qps | loss % | server CPU % | tern CPU 0 % | dnsperf CPU % | qps/core | "
+        out.append("| server | qps | loss % | server CPU % | tern CPU 0 % | generator CPU % | qps/core | "
                    "CPU 0 / 1 busy % | p50 ms | p99 ms | p99.9 ms (at qps) | limit |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in rs:
@@ -158,10 +189,10 @@ def report(a):
     # gnuplot data: one row per server, qps per set; latency of the warm set.
     servers = list(dict.fromkeys(r["server"] for r in rows))
     with open(f"{a.out}/plot-qps.dat", "w") as f:
-        f.write("server warm mix miss\n")
+        f.write("server warm-xdp warm mix miss\n")
         for sv in servers:
             vals = [next((r["qps"] for r in rows if r["server"] == sv and r["set"] == s), "0") for s in
-                    ["warm", "mix", "miss"]]
+                    ["warm-xdp", "warm", "mix", "miss"]]
             f.write(f"{sv} " + " ".join(vals) + "\n")
     with open(f"{a.out}/plot-lat.dat", "w") as f:
         f.write("server p50 p99 p999\n")
@@ -177,7 +208,10 @@ def main():
     r = sub.add_parser("row")
     r.add_argument("--server", required=True)
     r.add_argument("--set", required=True)
-    r.add_argument("--dnsperf", required=True)
+    r.add_argument("--dnsperf")
+    r.add_argument("--kxdpgun", help="kxdpgun output instead of --dnsperf")
+    r.add_argument("--kx-duration", default="1")
+    r.add_argument("--kx-qps", default="0", help="the rate kxdpgun was asked for (-Q)")
     r.add_argument("--latency", required=True)
     r.add_argument("--time", required=True)
     r.add_argument("--wall", nargs=2, required=True)
