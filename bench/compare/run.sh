@@ -365,11 +365,24 @@ run_xdp() {
   t0=$(cpu_ticks "${PIDS[@]}"); z0=0; [[ $srv == tern ]] && z0=$(cpu0_thread_ticks)
   b0="$(cpu_busy 0) $(cpu_busy 1)"
   w0=$(date +%s.%N)
+  local perf_pid=
+  if [[ -n ${PERF:-} ]] && command -v perf >/dev/null; then
+    # where both CPUs go during the run (cpu-clock sampling: the VM has no HW counters)
+    perf record -a -e cpu-clock -F 499 -o "$WORK/perf.data" -- sleep $((DUR > 2 ? DUR - 1 : 1)) >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   { TIMEFORMAT='%U %S %R'; time timeout $((DUR + 15)) ip netns exec "$CLI" kxdpgun -t "$DUR" -Q "$KX_QPS" -b 64 \
       -F 0 -I tl0 -i "$file" "$a" >"$raw.txt" 2>&1; } 2>"$tf" || true
   w1=$(date +%s.%N)
   b1="$(cpu_busy 0) $(cpu_busy 1)"
   t1=$(cpu_ticks "${PIDS[@]}"); z1=0; [[ $srv == tern ]] && z1=$(cpu0_thread_ticks)
+  if [[ -n $perf_pid ]]; then
+    wait "$perf_pid" || true
+    { perf report -i "$WORK/perf.data" --stdio --sort cpu,comm 2>/dev/null | grep -v '^#' | grep . | head -20
+      echo; perf report -i "$WORK/perf.data" --stdio --sort cpu,comm,dso,sym 2>/dev/null | grep -v '^#' | grep . | head -80
+    } >"$raw.perf.txt" || true
+    rm -f "$WORK/perf.data"
+  fi
   if ! grep -q 'total queries:' "$raw.txt"; then
     say "  $srv warm-xdp: kxdpgun printed no statistics ($(tail -2 "$raw.txt" | tr '\n' ' ' | head -c 200)); row skipped"
     return 0
