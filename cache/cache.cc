@@ -10,6 +10,10 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace tern::cache {
 
 namespace {
@@ -98,8 +102,36 @@ uint64_t Hasher::hash(std::span<const uint8_t> name, uint16_t qtype, uint16_t qc
   return mum(h ^ tail ^ s0_, s1_ ^ 0x1d8e4e27c47d124full);
 }
 
+namespace {
+
+// Lowercases n wire-name bytes from src into dst. Label length bytes are at most 63, below
+// 'A' (65), so the whole name can be folded without telling lengths from letters. 16 bytes
+// at a time while both the source (src_avail bytes readable) and the 255-byte destination
+// have room for a full vector; bytewise for the tail.
+inline void lower_copy(uint8_t* dst, const uint8_t* src, size_t n, size_t src_avail) noexcept {
+  size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
+  const __m128i lo = _mm_set1_epi8(static_cast<char>(('A' - 1) ^ 0x80));
+  const __m128i hi = _mm_set1_epi8(static_cast<char>(('Z' + 1) ^ 0x80));
+  const __m128i bit = _mm_set1_epi8(0x20);
+  for (; i < n && i + 16 <= src_avail && i + 16 <= wire::kMaxNameLen; i += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    const __m128i x = _mm_xor_si128(v, flip);  // unsigned order as signed
+    const __m128i up = _mm_and_si128(_mm_cmpgt_epi8(x, lo), _mm_cmpgt_epi8(hi, x));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_or_si128(v, _mm_and_si128(up, bit)));
+  }
+#else
+  (void)src_avail;
+#endif
+  for (; i < n; ++i) dst[i] = wire::to_lower(src[i]);
+}
+
+}  // namespace
+
 Status make_key(const Hasher& hs, std::span<const uint8_t> msg, size_t off, uint8_t flags,
                 Key& out, size_t* end) noexcept {
+  // 1. Walk the label lengths (a handful of steps), with the checks in wire order.
   size_t p = off;
   size_t len = 0;
   for (;;) {
@@ -111,17 +143,17 @@ Status make_key(const Hasher& hs, std::span<const uint8_t> msg, size_t off, uint
     if (c & 0xC0) return label_type_error(c);
     if (len + c + 1 > wire::kMaxNameLen) return Status::name_too_long;
     if (c == 0) {
-      out.name[len++] = 0;
+      ++len;
       ++p;
       break;
     }
     if (p + 1 + c > msg.size()) return Status::truncated;
-    out.name[len++] = c;
-    const uint8_t* src = msg.data() + p + 1;
-    for (size_t i = 0; i < c; ++i) out.name[len++] = wire::to_lower(src[i]);
+    len += size_t{c} + 1;
     p += size_t{c} + 1;
   }
   if (msg.size() - p < 4) return Status::truncated;
+  // 2. Copy it lowercased in vector-wide steps.
+  lower_copy(out.name, msg.data() + off, len, msg.size() - off);
   out.name_len = static_cast<uint8_t>(len);
   out.qtype = wire::load16(msg.data() + p);
   out.qclass = wire::load16(msg.data() + p + 2);
@@ -210,6 +242,10 @@ struct Cache::Shard {
   // read (relaxed) by stats().
   alignas(64) std::mutex mu;
   size_t live = 0, tombs = 0, hand = 0;
+  // The eviction hand's next two runs, chosen one write ahead so that their index lines
+  // (run2) and then their entries (run1) are fetched while other writes go on, instead of
+  // stalling the write that evicts. Only hints: checked against the table's size on use.
+  size_t run1 = SIZE_MAX, run2 = SIZE_MAX;
   uint64_t rng = 0x9e3779b97f4a7c15ull;  // eviction hand jumps; never 0
   size_t bytes = 0;  // live entries + current table
   struct Retired {
@@ -287,9 +323,20 @@ Cache::~Cache() {
 }
 
 size_t Cache::entry_bytes(size_t name_len, size_t n_ttls, size_t sections_len) noexcept {
-  // glibc malloc: 8-byte chunk header, 16-byte granularity, 32-byte minimum chunk.
   const size_t req = sizeof(Entry) + name_len + 2 * n_ttls + sections_len;
-  return std::max<size_t>(32, (req + 8 + 15) & ~size_t{15});
+  // glibc malloc: 8-byte chunk header, 16-byte granularity, 32-byte minimum chunk.
+  const size_t glibc = std::max<size_t>(32, (req + 8 + 15) & ~size_t{15});
+  // jemalloc (tern-dataplane's heap, malloc_conf.cc): no header; 16-byte classes up to
+  // 128, then four classes per doubling. The budget counts whichever is larger, so it
+  // holds with either allocator.
+  size_t je;
+  if (req <= 128) {
+    je = (req + 15) & ~size_t{15};
+  } else {
+    const size_t step = size_t{1} << (std::bit_width(req - 1) - 3);
+    je = (req + step - 1) & ~(step - 1);
+  }
+  return std::max(glibc, je);
 }
 
 // ---- readers -----------------------------------------------------------------------------
@@ -385,44 +432,59 @@ Lookup Cache::lookup(ReaderId r, const Key& k, uint32_t now_s, bool allow_stale)
 
 size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_t now_s,
                            bool allow_stale, std::span<Lookup> out) const noexcept {
+  // A rolling three-stage pipeline over the burst: key i's index line is fetched while
+  // key i-D's slot is read (and its entry fetched) and key i-2D is verified. A fixed
+  // distance keeps about 2D lines in flight: enough to cover memory latency, few enough
+  // that the prefetches do not queue behind a full set of miss buffers (which a
+  // "prefetch all 32, then read all 32" order does, stalling on the prefetches themselves).
+  constexpr size_t D = kPipeDistance;
   ReaderSlot& rs = readers_[r];
   const size_t n = std::min(keys.size(), out.size());
   size_t found = 0;
+  const Table* tabs[kBurst];
+  const Entry* cand[kBurst];
   for (size_t base = 0; base < n; base += kBurst) {
     const size_t m = std::min(kBurst, n - base);
-    const Table* tabs[kBurst];
-    const Entry* cand[kBurst];
-    // 1. Index lines.
-    for (size_t i = 0; i < m; ++i) {
-      const Key& k = *keys[base + i];
-      tabs[i] = shard_for(k.hash).table.load(std::memory_order_acquire);
-      __builtin_prefetch(&tabs[i]->slots()[tabs[i]->home(k.hash)]);
-    }
-    // 2. First tag match on each probe sequence; its entry header and name.
-    for (size_t i = 0; i < m; ++i) {
-      const Key& k = *keys[base + i];
-      const Table* t = tabs[i];
-      const uint64_t tag = k.hash & ~kPtrMask;
-      cand[i] = nullptr;
-      size_t j = t->home(k.hash);
-      for (size_t p = 0; p < t->cap; ++p, j = t->next(j)) {
-        const uint64_t v = t->slots()[j].load(std::memory_order_acquire);
-        if (v == kEmpty) break;
-        if (live(v) && (v & ~kPtrMask) == tag) {
-          cand[i] = unpack(v);
-          __builtin_prefetch(cand[i]);
-          __builtin_prefetch(reinterpret_cast<const uint8_t*>(cand[i]) + 48);
-          break;
+    const Key* const* ks = keys.data() + base;
+    for (size_t i = 0; i < m + 2 * D; ++i) {
+      // 1. Index line of key i.
+      if (i < m) {
+        const Key& k = *ks[i];
+        tabs[i] = shard_for(k.hash).table.load(std::memory_order_acquire);
+        __builtin_prefetch(&tabs[i]->slots()[tabs[i]->home(k.hash)]);
+      }
+      // 2. First tag match on key j's probe sequence; fetch that entry's header and name.
+      if (i >= D && i - D < m) {
+        const size_t j = i - D;
+        const Key& k = *ks[j];
+        const Table* t = tabs[j];
+        const uint64_t tag = k.hash & ~kPtrMask;
+        cand[j] = nullptr;
+        size_t x = t->home(k.hash);
+        for (size_t p = 0; p < t->cap; ++p, x = t->next(x)) {
+          const uint64_t v = t->slots()[x].load(std::memory_order_acquire);
+          if (v == kEmpty) break;
+          if (live(v) && (v & ~kPtrMask) == tag) {
+            cand[j] = unpack(v);
+            const auto a = reinterpret_cast<uintptr_t>(cand[j]);
+            __builtin_prefetch(cand[j]);
+            // The second line only when the header and name cross into it.
+            if ((a & 63) + sizeof(Entry) + k.name_len > 64)
+              __builtin_prefetch(reinterpret_cast<const uint8_t*>(cand[j]) + 64 - (a & 63));
+            break;
+          }
         }
       }
-    }
-    // 3. Verify. A tag collision (1 in 65536 per probed slot) falls back to the full probe.
-    for (size_t i = 0; i < m; ++i) {
-      const Key& k = *keys[base + i];
-      const Entry* e = cand[i];
-      if (e && !key_matches(*e, k)) e = find(tabs[i], k);
-      out[base + i] = classify(rs, e, now_s, allow_stale);
-      found += out[base + i].kind != Lookup::kMiss;
+      // 3. Verify key j. A tag collision (1 in 65536 per probed slot) falls back to the
+      // full probe.
+      if (i >= 2 * D && i - 2 * D < m) {
+        const size_t j = i - 2 * D;
+        const Key& k = *ks[j];
+        const Entry* e = cand[j];
+        if (e && !key_matches(*e, k)) e = find(tabs[j], k);
+        out[base + j] = classify(rs, e, now_s, allow_stale);
+        found += out[base + j].kind != Lookup::kMiss;
+      }
     }
   }
   return found;
@@ -555,6 +617,19 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
     if (why == Reject::malformed) add(malformed_[static_cast<size_t>(st)]);
     return InsertResult{InsertResult::kRejected, why, st};
   };
+
+  // 0. The index line this answer will go to, fetched while the message is validated
+  // (its key needs the DO bit from the OPT record at the end, so fetch both lines).
+  if (msg.size() > wire::kHeaderSize) {
+    Key pk;
+    size_t pend;
+    const uint8_t cd = (wire::load16(msg.data() + 2) & wire::kFlagCD) ? kKeyCD : 0;
+    if (make_key(hasher_, msg, wire::kHeaderSize, cd, pk, &pend) == Status::ok) {
+      prefetch(pk);
+      pk.hash = hasher_.hash({pk.name, pk.name_len}, pk.qtype, pk.qclass, cd | kKeyDO);
+      prefetch(pk);
+    }
+  }
 
   // 1. Whole-message validation (RFC 1035 4.1, RFC 6891 6.1) and the RR list.
   wire::MessageInfo info;
@@ -737,6 +812,7 @@ Table* Cache::rebuild_locked(Shard& s, size_t want) {
   retire_locked(s, old, Table::bytes(old->capacity()), true);
   s.tombs = 0;
   s.hand = 0;
+  s.run1 = s.run2 = SIZE_MAX;
   add(s.rebuilds);
   s.g_slots.store(cap, std::memory_order_relaxed);
   return t;
@@ -751,14 +827,24 @@ Table* Cache::rebuild_locked(Shard& s, size_t want) {
 void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
   constexpr size_t kRun = 16;
   Table* t = s.table.load(std::memory_order_relaxed);
-  size_t steps = 4 * t->capacity() + kRun;
+  const size_t cap = t->capacity();
+  auto random_pos = [&] {
+    s.rng ^= s.rng << 13;  // xorshift64
+    s.rng ^= s.rng >> 7;
+    s.rng ^= s.rng << 17;
+    return t->home(s.rng);
+  };
+  size_t steps = 4 * cap + kRun;
   size_t run = 0;
+  bool evicted = false;
+  constexpr size_t kSpared = 32;
+  const Entry* spared[kSpared];
+  size_t n_spared = 0;
   while (s.bytes > shard_budget_ && steps-- > 0) {
     if (run == 0) {
-      s.rng ^= s.rng << 13;  // xorshift64
-      s.rng ^= s.rng >> 7;
-      s.rng ^= s.rng << 17;
-      s.hand = t->home(s.rng);
+      // The first run of a write starts where the previous write prefetched.
+      s.hand = !evicted && s.run1 < cap ? s.run1 : random_pos();
+      s.run1 = SIZE_MAX;
       run = kRun;
     }
     --run;
@@ -772,8 +858,16 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
                       now_s >= e->stored_at_;
     if (!dead && e->ref_.load(std::memory_order_relaxed)) {
       e->ref_.store(0, std::memory_order_relaxed);
+      if (n_spared < kSpared) spared[n_spared++] = e;
       continue;
     }
+    // A second chance lasts until the hand comes back, not until a later run of this same
+    // write lands on the entry again (runs start at random and may overlap). After a
+    // table's worth of steps everything is fair game, so a shard of hot entries still
+    // gets back under its budget.
+    if (!dead && steps > 3 * cap &&
+        std::find(spared, spared + n_spared, e) != spared + n_spared)
+      continue;
     t->slots()[i].store(kTomb, std::memory_order_release);
     --s.live;
     ++s.tombs;
@@ -781,7 +875,27 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
     s.bytes -= b;
     retire_locked(s, e, b, false);
     add(dead ? s.expired_evictions : s.evictions);
+    evicted = true;
     run = 0;
+  }
+  // Near the budget the next write will evict too: stage its runs. run2's index lines
+  // were prefetched by the previous write, so reading them now costs little; prefetch
+  // the entries they point at, and the index lines of a new run2.
+  if (s.bytes + s.bytes / 64 >= shard_budget_) {
+    if (s.run1 >= cap) {
+      s.run1 = s.run2 < cap ? s.run2 : random_pos();
+      size_t j = s.run1;
+      for (size_t n = 0; n < kRun; ++n, j = t->next(j)) {
+        const uint64_t v = t->slots()[j].load(std::memory_order_relaxed);
+        if (live(v)) {  // the 32-byte header, which may straddle two lines
+          __builtin_prefetch(unpack(v));
+          __builtin_prefetch(reinterpret_cast<const uint8_t*>(unpack(v)) + sizeof(Entry) - 1);
+        }
+      }
+      s.run2 = random_pos();
+      __builtin_prefetch(&t->slots()[s.run2]);
+      __builtin_prefetch(&t->slots()[std::min(s.run2 + kRun - 1, cap - 1)]);
+    }
   }
 }
 

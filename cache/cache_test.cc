@@ -113,6 +113,42 @@ TEST_F(CacheTest, KeyDistinguishesTypeClassDoCd) {
   EXPECT_EQ(get("cd.lab.", wire::kTypeA).kind, Lookup::kMiss);
 }
 
+// make_key folds case 16 bytes at a time; check it against a bytewise reference for every
+// name length up to 255, label bytes of every value (so 0x40-0x5B and 0xC0-0xDB, which
+// sit beside 'A'-'Z', are covered), and messages that end right after QCLASS, so the
+// vector loop's tail and source-bounds cases all run.
+TEST_F(CacheTest, KeyLowercasesLikeTheBytewiseReference) {
+  uint32_t rng = 12345;
+  auto next = [&] { return rng = rng * 1103515245u + 12345u, (rng >> 8) & 0xFF; };
+  for (size_t total = 1; total <= wire::kMaxNameLen; ++total) {
+    // Labels of up to 63 bytes filling `total` bytes including the root byte.
+    std::vector<uint8_t> name;
+    while (name.size() + 1 < total) {
+      const size_t room = total - 1 - name.size();  // bytes left before the root
+      if (room == 1) {  // a 0-length label cannot fill one byte: grow the previous one
+        break;
+      }
+      const size_t lab = std::min<size_t>(63, room - 1);
+      name.push_back(static_cast<uint8_t>(lab));
+      for (size_t i = 0; i < lab; ++i) name.push_back(static_cast<uint8_t>(next()));
+    }
+    name.push_back(0);
+    std::vector<uint8_t> msg = {0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+    msg.insert(msg.end(), name.begin(), name.end());
+    msg.insert(msg.end(), {0, 1, 0, 1});
+    Key k;
+    size_t end;
+    ASSERT_EQ(make_key(cache.hasher(), msg, 12, 0, k, &end), Status::ok) << total;
+    ASSERT_EQ(end, msg.size());
+    ASSERT_EQ(k.name_len, name.size());
+    for (size_t i = 0; i < name.size(); ++i)
+      ASSERT_EQ(k.name[i], wire::to_lower(name[i])) << "length " << total << " byte " << i;
+    Key ref;
+    make_key(cache.hasher(), {k.name, k.name_len}, 1, 1, 0, ref);
+    EXPECT_EQ(ref.hash, k.hash);
+  }
+}
+
 TEST_F(CacheTest, KeySeededPerCache) {
   Cache other(test_config(), kSeed + 1);
   EXPECT_NE(query_key(cache, "www.lab.", 1).hash, query_key(other, "www.lab.", 1).hash);
@@ -585,6 +621,18 @@ TEST_F(CacheTest, BurstLookupMatchesSingleLookups) {
   EXPECT_EQ(after_burst.hits * 2, s.hits);
   EXPECT_EQ(after_burst.stale * 2, s.stale);
   EXPECT_EQ(after_burst.misses * 2, s.misses);
+  // Every burst length, shorter and longer than the pipeline's distances, at every offset
+  // of the key list.
+  for (size_t len = 1; len <= 2 * Cache::kBurst + 3; ++len) {
+    for (size_t off = 0; off + len <= keys.size(); off += 7) {
+      std::vector<Lookup> part(len);
+      cache.lookup_burst(r, std::span(ptrs).subspan(off, len), at, true, part);
+      for (size_t i = 0; i < len; ++i) {
+        ASSERT_EQ(part[i].kind, burst[off + i].kind) << len << " " << off << " " << i;
+        ASSERT_EQ(part[i].entry, burst[off + i].entry) << len << " " << off << " " << i;
+      }
+    }
+  }
 }
 
 TEST_F(CacheTest, StatsAreCumulativeAndNeverReset) {
