@@ -5,6 +5,7 @@
 // third of finish_frame's time before this).
 #include "answer.h"
 
+#include <bit>
 #include <cstring>
 
 #include "wire/wire.h"
@@ -39,25 +40,52 @@ inline uint64_t csum_at(const uint8_t* p, size_t n, bool odd) {
 }
 
 struct Kept {
-  uint64_t udp_sum;          // addresses (pseudo-header), ports, DNS ID, question
-  uint64_t addr_sum;         // addresses alone (for the offload pseudo-header)
+  uint64_t udp_sum;          // addresses (pseudo-header), ports, DNS ID, question; folded to 16 bits
+  uint64_t addr_sum;         // addresses alone (for the offload pseudo-header), folded to 16 bits
   uint16_t ip_cksum, ip_len, ip_frag, ip_ttl_proto;  // IPv4 words before the rewrite (host order)
 };
 
-Kept keep_sums(const uint8_t* f, const Query& q) {
+// One's complement negation of a 16-bit word of the sum (RFC 1624 2: ~m).
+inline uint64_t neg16(uint64_t w) { return static_cast<uint16_t>(~w); }
+
+// What the answer keeps of the query's checksummed bytes. With a query checksum that was verified
+// (parse_query, or the NIC: RTE_MBUF_F_RX_L4_CKSUM_GOOD), that sum is already in the frame: the
+// checksum is the complement of the sum of every other word, so subtracting the words the answer
+// rewrites (RFC 1624 eqn. 3) leaves addresses + ports + ID + question without reading the question
+// again. IPv4 queries may carry no checksum (0, RFC 768): those are summed from the bytes.
+Kept keep_sums(const uint8_t* f, const Query& q, bool offload) {
   Kept k{};
   const uint8_t* ip = f + q.l3;
-  k.addr_sum = q.v6 ? csum_acc(0, ip + 8, 32) : csum_acc(0, ip + 12, 8);  // a swap keeps the sum
-  uint64_t s = csum_acc(k.addr_sum, f + q.l4, 4);                        // ports, likewise
-  s = csum_acc(s, f + q.dns, 2);                                          // ID
-  // The question starts 20 bytes into the datagram: even, so it chains.
-  k.udp_sum = csum_acc(s, f + q.dns + wire::kHeaderSize, q.qend - wire::kHeaderSize);
-  if (!q.v6) {
+  if (q.v6) {
+    k.addr_sum = csum_fold(csum_acc(0, ip + 8, 32));
+  } else {
+    uint64_t a;
+    std::memcpy(&a, ip + 12, 8);
+    k.addr_sum = csum_fold(a);  // one word of the 64-bit sum (see csum_acc); a swap keeps the sum
     k.ip_cksum = load16(ip + 10);
     k.ip_len = load16(ip + 2);
     k.ip_frag = load16(ip + 6);
     k.ip_ttl_proto = load16(ip + 8);
   }
+  if (offload) return k;  // the NIC sums the datagram: only the pseudo-header is needed
+  const uint8_t* udp = f + q.l4;
+  const uint8_t* dns = f + q.dns;
+  uint16_t ck;
+  std::memcpy(&ck, udp + 6, 2);
+  if (ck != 0) {
+    // parse_query accepted the query: qdcount 1, ancount and nscount 0, arcount 1 with an OPT (the
+    // only record after the question) or 0; the UDP length appears twice (pseudo-header, header).
+    uint64_t s = neg16(ck);
+    s += neg16(nat16(17)) + 2 * neg16(nat16(static_cast<uint16_t>(q.dns_len + 8))) + neg16(nat16(q.hdr_flags)) + neg16(nat16(1)) +
+         neg16(nat16(q.edns ? 1 : 0));
+    if (q.dns_len > q.qend) s += neg16(csum_at(dns + q.qend, q.dns_len - q.qend, (8 + q.qend) & 1));
+    k.udp_sum = csum_fold(s);
+    return k;
+  }
+  uint64_t s = csum_acc(k.addr_sum, udp, 4);  // ports
+  s = csum_acc(s, dns, 2);                    // ID
+  // The question starts 20 bytes into the datagram: even, so it chains.
+  k.udp_sum = csum_fold(csum_acc(s, dns + wire::kHeaderSize, q.qend - wire::kHeaderSize));
   return k;
 }
 
@@ -150,7 +178,7 @@ size_t build_answer(uint8_t* f, size_t cap, const Query& q, const cache::Entry& 
 
   if (full <= answer_limit(q)) {
     if (q.dns + full > cap) return 0;
-    const Kept k = keep_sums(f, q);
+    const Kept k = keep_sums(f, q, o.cksum_offload);
     uint8_t* sec = f + q.dns + q.qend;
     const size_t n = cache::Cache::render(e, now_s, stale, {sec, e.sections_len()});
     if (n != e.sections_len()) return 0;
@@ -159,12 +187,20 @@ size_t build_answer(uint8_t* f, size_t cap, const Query& q, const cache::Entry& 
     // Summed from the entry (render only read it) and corrected for each aged TTL, reading back
     // just the 4-byte TTLs render stored, so no load straddles a fresh store.
     const bool odd = q.qend & 1;
+    // A 32-bit word is a sum of its two 16-bit halves (2^32 = 1 modulo 2^16 - 1); one at an odd
+    // offset of the sections is rotated by 8, as its bytes sit in the other halves of the words.
     const uint8_t* src = e.sections().data();
-    uint64_t body = csum_at(src, n, odd);
+    uint64_t body = csum_fold(csum_acc(0, src, n));
     for (size_t i = 0; i < e.ttl_count(); ++i) {
       const uint16_t at = e.ttl_offset(i);
-      body += csum_at(sec + at, 4, odd ^ (at & 1)) + static_cast<uint16_t>(~csum_at(src + at, 4, odd ^ (at & 1)));
+      uint32_t now_ttl, was;
+      std::memcpy(&now_ttl, sec + at, 4);  // same width as render's store: forwarded
+      std::memcpy(&was, src + at, 4);
+      const unsigned r = (at & 1) * 8;
+      body += std::rotl(now_ttl, r) + uint64_t{~std::rotl(was, r)};
     }
+    body = csum_fold(body);
+    if (odd) body = static_cast<uint16_t>(body << 8 | body >> 8);
     return finish_frame(f, q, k, flags, e.ancount(), e.nscount(), static_cast<uint16_t>(e.arcount() + ar_opt),
                         full, body, o);
   }
@@ -173,13 +209,13 @@ size_t build_answer(uint8_t* f, size_t cap, const Query& q, const cache::Entry& 
   // it tells the client our size.
   if (q.dns + q.qend + opt_len > cap) return 0;
   *truncated = true;
-  return finish_frame(f, q, keep_sums(f, q), flags | wire::kFlagTC, 0, 0, ar_opt, q.qend + opt_len, 0, o);
+  return finish_frame(f, q, keep_sums(f, q, o.cksum_offload), flags | wire::kFlagTC, 0, 0, ar_opt, q.qend + opt_len, 0, o);
 }
 
 size_t build_refused(uint8_t* f, size_t cap, const Query& q, AnswerOpts o) {
   const size_t opt_len = q.edns ? kOptLen : 0;
   if (q.dns + q.qend + opt_len > cap) return 0;
-  return finish_frame(f, q, keep_sums(f, q), reply_flags(q) | wire::kRcodeRefused, 0, 0, q.edns ? 1 : 0,
+  return finish_frame(f, q, keep_sums(f, q, o.cksum_offload), reply_flags(q) | wire::kRcodeRefused, 0, 0, q.edns ? 1 : 0,
                       q.qend + opt_len, 0, o);
 }
 
