@@ -618,17 +618,22 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
     return InsertResult{InsertResult::kRejected, why, st};
   };
 
-  // 0. The index line this answer will go to, fetched while the message is validated
-  // (its key needs the DO bit from the OPT record at the end, so fetch both lines).
-  if (msg.size() > wire::kHeaderSize) {
-    Key pk;
-    size_t pend;
-    const uint8_t cd = (wire::load16(msg.data() + 2) & wire::kFlagCD) ? kKeyCD : 0;
-    if (make_key(hasher_, msg, wire::kHeaderSize, cd, pk, &pend) == Status::ok) {
-      prefetch(pk);
-      pk.hash = hasher_.hash({pk.name, pk.name_len}, pk.qtype, pk.qclass, cd | kKeyDO);
-      prefetch(pk);
-    }
+  // 0. The key, from the question exactly as a query would build it, and the index line
+  // it goes to, fetched while the message is validated. The DO bit is in the OPT record
+  // at the end, so hash both ways and fetch both lines; a failure here is reported after
+  // validation, which names the first broken rule.
+  Key key;
+  size_t qend;
+  uint64_t hash_do = 0;
+  const uint8_t cd =
+      msg.size() >= wire::kHeaderSize && (wire::load16(msg.data() + 2) & wire::kFlagCD) ? kKeyCD : 0;
+  const Status key_st = make_key(hasher_, msg, wire::kHeaderSize, cd, key, &qend);
+  if (key_st == Status::ok) {
+    prefetch(key);
+    hash_do = hasher_.hash({key.name, key.name_len}, key.qtype, key.qclass, cd | kKeyDO);
+    Key alt;
+    alt.hash = hash_do;
+    prefetch(alt);
   }
 
   // 1. Whole-message validation (RFC 1035 4.1, RFC 6891 6.1) and the RR list.
@@ -677,13 +682,12 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
       rcode != wire::kRcodeServFail)
     return reject(Reject::uncacheable_rcode);
 
-  // 2. The key, from the question exactly as a query would build it.
-  Key key;
-  size_t qend;
-  const uint8_t kflags = static_cast<uint8_t>((info.opt.do_bit ? kKeyDO : 0) |
-                                              ((h.flags & wire::kFlagCD) ? kKeyCD : 0));
-  st = make_key(hasher_, msg, wire::kHeaderSize, kflags, key, &qend);
-  if (st != Status::ok) return reject(Reject::malformed, st);
+  // 2. The key's DO flag (CD came from the same header above).
+  if (key_st != Status::ok) return reject(Reject::malformed, key_st);
+  if (info.opt.do_bit) {
+    key.flags |= kKeyDO;
+    key.hash = hash_do;
+  }
 
   const size_t sec_off = info.sections_off;
   const size_t sec_end = info.opt.present ? info.opt.rr_off : msg.size();
