@@ -9,11 +9,11 @@ set grid ytics
 set boxwidth 0.9
 
 set output 'qps.png'
-set title "Answered queries per second, server on one core (CPU 1), dnsperf on CPU 0"
+set title "Answered queries per second, server on CPU 1, generator (kxdpgun or dnsperf) on CPU 0"
 set ylabel "NOERROR answers / s"
 set yrange [0:*]
-plot 'plot-qps.dat' using 2:xtic(1) title 'cache-warm', '' using 3 title 'mix 95% hits', \
-     '' using 4 title 'miss-heavy (capped)'
+plot 'plot-qps.dat' using 2:xtic(1) title 'cache-warm, kxdpgun', '' using 3 title 'cache-warm, dnsperf', \
+     '' using 4 title 'mix 95% hits', '' using 5 title 'miss-heavy (capped)'
 
 set output 'latency.png'
 set title "Latency, cache-warm set, same fixed offered rate for every server (dnsperf -v)"

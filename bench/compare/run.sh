@@ -31,7 +31,7 @@ done
 (( $(nproc) >= 2 )) || { echo "compare: needs 2 CPUs (server on CPU 1, dnsperf on CPU 0)" >&2; exit 1; }
 
 # Run lengths. Every dnsperf run is bounded by -l; the latency runs also by -Q.
-if ((QUICK)); then DUR=5 LAT_DUR=2 WARM_NAMES=2000; else DUR=20 LAT_DUR=5 WARM_NAMES=20000; fi
+if ((QUICK)); then DUR=5 LAT_DUR=2 WARM_NAMES=2000 KX_DUR=3; else DUR=20 LAT_DUR=5 WARM_NAMES=20000 KX_DUR=6; fi
 LAT_QPS=${LAT_QPS:-5000}       # offered rate of the latency runs, the same for every server
 MISS_QPS=${MISS_QPS:-20000}    # cap for runs with unique names: each one is a recursion in the lab
 SERVERS=${SERVERS:-"tern unbound kresd pdns dnsdist"}
@@ -353,13 +353,15 @@ sys.stdout.write(d.decode())
 EOF
 }
 
-# run_xdp SERVER FILE ADDR: the cache-warm set again, sent by kxdpgun (AF_XDP on the client's
-# veth, native XDP; one sending thread on CPU 0) at KX_QPS for DUR seconds. One TSV row, set
-# warm-xdp; its latency columns are the dnsperf latency run of the warm set (kxdpgun 3.2
-# measures none).
-KX_QPS=${KX_QPS:-2000000}
+# run_xdp SERVER FILE ADDR RATE: the cache-warm set again, sent by kxdpgun (AF_XDP on the
+# client's veth, native XDP; one thread on CPU 0, which sends and receives) at RATE for
+# KX_DUR seconds. One TSV row (set warm-xdp) into $WORK/xdp-rows; its latency columns are the
+# dnsperf latency run of the warm set (kxdpgun 3.2 measures none). Asked for far more than
+# a server answers, kxdpgun's own receive side (the same thread, busy sending) and the
+# kernel drop answers, so every server is stepped through KX_RATES and its best step kept.
+KX_RATES=${KX_RATES:-"50000 100000 150000 200000 300000"}
 run_xdp() {
-  local srv=$1 file=$2 a=$3 raw=$OUT/raw/$1-warm-xdp t0 t1 z0 z1 w0 w1 b0 b1 tf=$WORK/time
+  local srv=$1 file=$2 a=$3 KX_QPS=$4 raw=$OUT/raw/$1-warm-xdp-$4 t0 t1 z0 z1 w0 w1 b0 b1 tf=$WORK/time
   # kxdpgun takes the server's MAC from the neighbour table: make sure it is there.
   ip netns exec "$CLI" ping -c 1 -W 1 "$a" >/dev/null 2>&1 || true
   t0=$(cpu_ticks "${PIDS[@]}"); z0=0; [[ $srv == tern ]] && z0=$(cpu0_thread_ticks)
@@ -368,10 +370,10 @@ run_xdp() {
   local perf_pid=
   if [[ -n ${PERF:-} ]] && command -v perf >/dev/null; then
     # where both CPUs go during the run (cpu-clock sampling: the VM has no HW counters)
-    perf record -a -e cpu-clock -F 499 -o "$WORK/perf.data" -- sleep $((DUR > 2 ? DUR - 1 : 1)) >/dev/null 2>&1 &
+    perf record -a -e cpu-clock -F 499 -o "$WORK/perf.data" -- sleep $((KX_DUR > 2 ? KX_DUR - 1 : 1)) >/dev/null 2>&1 &
     perf_pid=$!
   fi
-  { TIMEFORMAT='%U %S %R'; time timeout $((DUR + 15)) ip netns exec "$CLI" kxdpgun -t "$DUR" -Q "$KX_QPS" -b 64 \
+  { TIMEFORMAT='%U %S %R'; time timeout $((KX_DUR + 15)) ip netns exec "$CLI" kxdpgun -t "$KX_DUR" -Q "$KX_QPS" -b 64 \
       -F 0 -I tl0 -i "$file" "$a" >"$raw.txt" 2>&1; } 2>"$tf" || true
   w1=$(date +%s.%N)
   b1="$(cpu_busy 0) $(cpu_busy 1)"
@@ -387,10 +389,10 @@ run_xdp() {
     say "  $srv warm-xdp: kxdpgun printed no statistics ($(tail -2 "$raw.txt" | tr '\n' ' ' | head -c 200)); row skipped"
     return 0
   fi
-  python3 "$HERE/summarize.py" row --server "$srv" --set warm-xdp --kxdpgun "$raw.txt" --kx-duration "$DUR" \
+  python3 "$HERE/summarize.py" row --server "$srv" --set warm-xdp --kxdpgun "$raw.txt" --kx-duration "$KX_DUR" \
     --kx-qps "$KX_QPS" --latency "$OUT/raw/$srv-warm.lat.txt" --time "$tf" --wall "$w0" "$w1" \
-    --server-ticks "$t0" "$t1" --cpu0-ticks "$z0" "$z1" --clk "$CLK" --cpu-busy $b0 $b1 --lat-qps "$LAT_QPS" >>"$TSV"
-  tail -1 "$TSV" | awk -F'\t' '{ printf "compare:   %-8s %-8s %9.0f qps answered of %.0f sent, loss %5.2f%%, server CPU %5.1f%% (CPU 0 part %s%%), kxdpgun CPU %5.1f%%, CPU0/1 busy %s/%s%%%s\n", $1, $2, $6, $3, $5, $7, $8, $9, $16, $17, ($15 == "yes" ? "  [load generator limit]" : "") }'
+    --server-ticks "$t0" "$t1" --cpu0-ticks "$z0" "$z1" --clk "$CLK" --cpu-busy $b0 $b1 --lat-qps "$LAT_QPS" >>"$WORK/xdp-rows"
+  tail -1 "$WORK/xdp-rows" | awk -F'\t' -v r="$KX_QPS" '{ printf "compare:   %-8s %-8s %6d/s: %9.0f qps answered of %.0f sent, loss %5.2f%%, server CPU %5.1f%% (CPU 0 part %s%%), kxdpgun CPU %5.1f%%, CPU0/1 busy %s/%s%%%s\n", $1, $2, r, $6, $3, $5, $7, $8, $9, $16, $17, ($15 == "yes" ? "  [load generator limit]" : "") }'
 }
 
 for srv in $SERVERS; do
@@ -406,6 +408,8 @@ for srv in $SERVERS; do
   esac
   a=${ADDR[$srv]} ns=$NS_PREFIX$srv
   say "$srv at $a (namespace $ns)"
+  # what else runs on this shared machine (its CPU shows in "CPU 0 / 1 busy")
+  top -b -n 1 -w 200 2>/dev/null | head -20 >"$OUT/raw/$srv-top-before.txt" || true
   # The lab is shared: another test may have stopped it (and killed our client with it)
   # since the last server. lab.sh start is idempotent; the client namespace is re-made.
   "$LAB" start >/dev/null
@@ -432,7 +436,14 @@ for srv in $SERVERS; do
   [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-0-warmed.txt"
   run_set "$srv" warm "$OUT/sets/warm.txt" "$a"
   [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-1-warm.txt"
-  if ((HAVE_KX)); then run_xdp "$srv" "$OUT/sets/warm.txt" "$a"; fi
+  if ((HAVE_KX)); then
+    : >"$WORK/xdp-rows"
+    for r in $KX_RATES; do run_xdp "$srv" "$OUT/sets/warm.txt" "$a" "$r"; done
+    # every step for the record; the best (most NOERROR answers/s) is the server's row
+    awk -v OFS='\t' 'NR == FNR { r[FNR] = $0; next } { print r[FNR], $0 }' <(printf '%s\n' $KX_RATES) "$WORK/xdp-rows" \
+      >>"$OUT/results-xdp-steps.tsv"
+    sort -t $'\t' -k6,6gr "$WORK/xdp-rows" | head -1 >>"$TSV" || true
+  fi
   [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-2-warm-xdp.txt"
   [[ -n ${ONLY_WARM:-} ]] && { stop_server; continue; }
   run_set "$srv" mix "$WORK/mix-$srv.txt" "$a"

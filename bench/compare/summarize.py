@@ -127,12 +127,16 @@ def report(a):
                f"{machine.get('kernel', '?')}, Debian {machine.get('debian', '?')}. Versions: "
                + ", ".join(f"{k[4:]} {v}" for k, v in machine.items() if k.startswith("pkg_"))
                + f", tern {machine.get('tern', '?')}. Run: {machine.get('mode', '')}.\n")
-    out.append("Server on CPU 1, dnsperf (-c 8 -T 1 -q 500) on CPU 0. qps = NOERROR answers per second "
+    out.append("Server on CPU 1, the generator on CPU 0: dnsperf (-c 8 -T 1 -q 500), and for the hit set "
+               "also kxdpgun (AF_XDP on the client veth, -b 64, asked for far more than anything answers). "
+               "qps = NOERROR answers per second "
                "of the throughput run (no rate limit, except the miss-heavy set's cap). server CPU = "
                "utime+stime of every server process over the run (100 % = one core); qps/core = qps / "
                "server CPU. Latency from a separate run at the same fixed rate for every server "
-               "(dnsperf -v, every answer). `generator limit` = dnsperf used >= 90 % of CPU 0 while "
-               "the server had CPU to spare: the figure is dnsperf's, a lower bound for the server. CPU 0 / 1 "
+               "(dnsperf -v, every answer; the kxdpgun rows repeat the dnsperf warm latency). `generator limit` = "
+               "dnsperf used >= 90 % of CPU 0 while the server had CPU to spare, or kxdpgun sent less than "
+               "90 % of what it was asked and lost < 2 %: the figure is the generator's (with the kernel's "
+               "veth/bridge path on its CPU), a lower bound for the server. CPU 0 / 1 "
                "busy = /proc/stat including irq and softirq (the kernel's network path, charged to no "
                "process; other work on the machine shows up here too).\n")
     for s in ["warm-xdp", "warm", "mix", "miss"]:
