@@ -16,6 +16,22 @@ constexpr size_t kEthLen = 14, kVlanLen = 4, kIPv4Len = 20, kIPv6Len = 40, kUdpL
 constexpr uint16_t kDnsQR = 0x8000;
 constexpr uint16_t kTypeOPT = 41, kClassIN = 1, kOptECS = 8;
 
+inline uint64_t csum_add(uint64_t acc, uint64_t w) {
+  acc += w;
+  return acc + (acc < w);
+}
+
+// RFC 1071: a valid header sums to 0xFFFF. The usual 20 bytes as three loads; options summed whole.
+inline bool ipv4_header_sum_ok(const uint8_t* ip, unsigned ihl) {
+  if (ihl != kIPv4Len) return csum_fold(csum_acc(0, ip, ihl)) == 0xFFFF;
+  uint64_t a, b;
+  uint32_t c;
+  std::memcpy(&a, ip, 8);
+  std::memcpy(&b, ip + 8, 8);
+  std::memcpy(&c, ip + 16, 4);
+  return csum_fold(csum_add(csum_add(a, b), c)) == 0xFFFF;
+}
+
 bool ipv6_ext_header(uint8_t nh) {
   // RFC 8200 4 and the IANA "IPv6 Extension Header Types" registry.
   switch (nh) {
@@ -139,7 +155,7 @@ Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Quer
     if ((ip[0] >> 4) != 4 || ihl < kIPv4Len || n - off < ihl) return Counter::drop_ipv4_header;
     const uint16_t total = ld16(ip + 2);
     if (total < ihl || total > n - off) return Counter::drop_ipv4_header;
-    if (!hw.ip_cksum && csum_fold(csum_acc(0, ip, ihl)) != 0xFFFF) return Counter::drop_ipv4_checksum;
+    if (!hw.ip_cksum && !ipv4_header_sum_ok(ip, ihl)) return Counter::drop_ipv4_checksum;
     // RFC 791 3.1: MF flag or a fragment offset means a fragment; reassembly is the kernel's job.
     if (ld16(ip + 6) & 0x3FFF) return Counter::punt_ipv4_fragment;
     if (ip[9] != kProtoUDP) return Counter::punt_not_udp;
@@ -185,11 +201,18 @@ Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Quer
   if (ck != 0 && !hw.l4_cksum) {
     // RFC 768 / RFC 8200 8.1: checksum over the pseudo-header and the UDP datagram; optional (0)
     // over IPv4 only. A computed sum of 0 is sent as 0xFFFF, so a valid datagram folds to 0xFFFF.
-    uint8_t ph[4] = {0, kProtoUDP, static_cast<uint8_t>(ulen >> 8), static_cast<uint8_t>(ulen)};
-    uint64_t acc = q.v6 ? csum_acc(0, ip + 8, 32) : csum_acc(0, ip + 12, 8);
-    acc = csum_acc(acc, ph, 4);
-    acc = csum_acc(acc, udp, ulen);
-    if (csum_fold(acc) != 0xFFFF) return Counter::drop_udp_checksum;
+    // Pseudo-header: addresses, then zero + protocol and the UDP length as one 32-bit word.
+    uint64_t acc;
+    if (q.v6) {
+      acc = csum_acc(0, ip + 8, 32);
+    } else {
+      std::memcpy(&acc, ip + 12, 8);
+    }
+    const uint8_t ph[4] = {0, kProtoUDP, static_cast<uint8_t>(ulen >> 8), static_cast<uint8_t>(ulen)};
+    uint32_t phw;
+    std::memcpy(&phw, ph, 4);
+    acc = csum_add(acc, phw);
+    if (csum_fold(csum_acc(acc, udp, ulen)) != 0xFFFF) return Counter::drop_udp_checksum;
   }
   q.l4 = static_cast<uint16_t>(l4);
   q.dns = static_cast<uint16_t>(l4 + kUdpLen);

@@ -6,6 +6,7 @@
 // no NIC, no mbuf and no EAL.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -111,12 +112,12 @@ inline uint64_t csum_acc(uint64_t acc, const uint8_t* p, size_t n) {
   return acc;
 }
 
+// Adding a word to itself rotated by half its width leaves, in the upper half, the end-around
+// carry sum of its halves: the carry out of the lower half is exactly the carry the upper half
+// needs, and the upper sum cannot overflow again. 0 only for 0 (a nonzero sum stays nonzero).
 inline uint16_t csum_fold(uint64_t acc) {
-  uint64_t r = (acc & 0xFFFFFFFFu) + (acc >> 32);  // <= 2^33
-  r = (r & 0xFFFFFFFFu) + (r >> 32);                // <= 2^32
-  r = (r & 0xFFFFu) + (r >> 16);
-  r = (r & 0xFFFFu) + (r >> 16);
-  return static_cast<uint16_t>(r);
+  const uint32_t s = static_cast<uint32_t>((acc + std::rotr(acc, 32)) >> 32);
+  return static_cast<uint16_t>((s + std::rotr(s, 16)) >> 16);
 }
 
 }  // namespace tern::dp

@@ -310,5 +310,26 @@ TEST(Parse, TruncatedFrameAtEveryOffset) {
   }
 }
 
+// csum_fold against the textbook fold (RFC 1071 4.1: add the carries back until none is left), on
+// the values where carries chain: all ones in either half, 0, multiples of 0xFFFF, and a sweep.
+TEST(Checksum, FoldMatchesRepeatedCarryFolding) {
+  auto textbook = [](uint64_t a) {
+    while (a >> 16) a = (a & 0xFFFF) + (a >> 16);
+    return static_cast<uint16_t>(a);
+  };
+  std::vector<uint64_t> v = {0, 1, 0xFFFF, 0x10000, 0x1FFFE, 0xFFFFFFFF, 0x100000000, 0xFFFF0000FFFF,
+                             ~uint64_t{0}, ~uint64_t{0} - 1, 0xFFFFFFFF00000000, 0x00000001FFFFFFFF,
+                             0xFFFFull * 0x10001, 0x8000000080000000};
+  uint64_t x = 0x9E3779B97F4A7C15;
+  for (int i = 0; i < 100000; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    v.push_back(x);
+    v.push_back(x >> (i % 64));
+  }
+  for (uint64_t a : v) ASSERT_EQ(csum_fold(a), textbook(a)) << std::hex << a;
+}
+
 }  // namespace
 }  // namespace tern::dp
