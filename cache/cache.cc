@@ -211,7 +211,7 @@ void free_entry(Entry* e) noexcept { ::operator delete(static_cast<void*>(e)); }
 
 // Names are short: compare them in 8-byte words (the last word overlapping the previous
 // one) inline, rather than calling memcmp.
-inline bool same_name(const uint8_t* a, const uint8_t* b, size_t n) noexcept {
+[[gnu::always_inline]] inline bool same_name(const uint8_t* a, const uint8_t* b, size_t n) noexcept {
   if (n < 8) {
     uint8_t d = 0;
     for (size_t i = 0; i < n; ++i) d |= a[i] ^ b[i];
@@ -228,7 +228,7 @@ inline bool same_name(const uint8_t* a, const uint8_t* b, size_t n) noexcept {
   return (d | (x ^ y)) == 0;
 }
 
-bool key_matches(const Entry& e, const Key& k) noexcept {
+[[gnu::always_inline]] inline bool key_matches(const Entry& e, const Key& k) noexcept {
   return e.name().size() == k.name_len && e.qtype() == k.qtype && e.qclass() == k.qclass &&
          e.key_flags() == k.flags && same_name(e.name().data(), k.name, k.name_len);
 }
@@ -404,7 +404,7 @@ const Entry* Cache::find(const Table* t, const Key& k) noexcept {
   return nullptr;
 }
 
-Lookup Cache::classify(ReaderSlot& rs, const Entry* e, uint32_t now_s,
+[[gnu::always_inline]] inline Lookup Cache::classify(ReaderSlot& rs, const Entry* e, uint32_t now_s,
                        bool allow_stale) const noexcept {
   if (e) {
     const uint32_t age = now_s - e->stored_at_;
@@ -443,6 +443,7 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
   size_t found = 0;
   const Table* tabs[kBurst];
   const Entry* cand[kBurst];
+  size_t homes[kBurst];
   for (size_t base = 0; base < n; base += kBurst) {
     const size_t m = std::min(kBurst, n - base);
     const Key* const* ks = keys.data() + base;
@@ -451,7 +452,8 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
       if (i < m) {
         const Key& k = *ks[i];
         tabs[i] = shard_for(k.hash).table.load(std::memory_order_acquire);
-        __builtin_prefetch(&tabs[i]->slots()[tabs[i]->home(k.hash)]);
+        homes[i] = tabs[i]->home(k.hash);
+        __builtin_prefetch(&tabs[i]->slots()[homes[i]]);
       }
       // 2. First tag match on key j's probe sequence; fetch that entry's header and name.
       if (i >= D && i - D < m) {
@@ -460,7 +462,7 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
         const Table* t = tabs[j];
         const uint64_t tag = k.hash & ~kPtrMask;
         cand[j] = nullptr;
-        size_t x = t->home(k.hash);
+        size_t x = homes[j];
         for (size_t p = 0; p < t->cap; ++p, x = t->next(x)) {
           const uint64_t v = t->slots()[x].load(std::memory_order_acquire);
           if (v == kEmpty) break;
