@@ -432,12 +432,10 @@ Lookup Cache::lookup(ReaderId r, const Key& k, uint32_t now_s, bool allow_stale)
 
 size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_t now_s,
                            bool allow_stale, std::span<Lookup> out) const noexcept {
-  // A rolling three-stage pipeline over the burst: key i's index line is fetched while
-  // key i-D's slot is read (and its entry fetched) and key i-2D is verified. A fixed
-  // distance keeps about 2D lines in flight: enough to cover memory latency, few enough
-  // that the prefetches do not queue behind a full set of miss buffers (which a
-  // "prefetch all 32, then read all 32" order does, stalling on the prefetches themselves).
-  constexpr size_t D = kPipeDistance;
+  // Three passes over the burst, each a tight loop: fetch every index line, then read each
+  // slot and fetch its entry, then verify. The misses of one pass overlap, and each pass
+  // starts when the previous one's first line has had a whole pass to arrive. (A rolling
+  // single-loop pipeline with a fixed distance measured 5-20% slower here.)
   ReaderSlot& rs = readers_[r];
   const size_t n = std::min(keys.size(), out.size());
   size_t found = 0;
@@ -447,46 +445,40 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
   for (size_t base = 0; base < n; base += kBurst) {
     const size_t m = std::min(kBurst, n - base);
     const Key* const* ks = keys.data() + base;
-    for (size_t i = 0; i < m + 2 * D; ++i) {
-      // 1. Index line of key i.
-      if (i < m) {
-        const Key& k = *ks[i];
-        tabs[i] = shard_for(k.hash).table.load(std::memory_order_acquire);
-        homes[i] = tabs[i]->home(k.hash);
-        __builtin_prefetch(&tabs[i]->slots()[homes[i]]);
-      }
-      // 2. First tag match on key j's probe sequence; fetch that entry's header and name.
-      if (i >= D && i - D < m) {
-        const size_t j = i - D;
-        const Key& k = *ks[j];
-        const Table* t = tabs[j];
-        const uint64_t tag = k.hash & ~kPtrMask;
-        cand[j] = nullptr;
-        size_t x = homes[j];
-        for (size_t p = 0; p < t->cap; ++p, x = t->next(x)) {
-          const uint64_t v = t->slots()[x].load(std::memory_order_acquire);
-          if (v == kEmpty) break;
-          if (live(v) && (v & ~kPtrMask) == tag) {
-            cand[j] = unpack(v);
-            const auto a = reinterpret_cast<uintptr_t>(cand[j]);
-            __builtin_prefetch(cand[j]);
-            // The second line only when the header and name cross into it.
-            if ((a & 63) + sizeof(Entry) + k.name_len > 64)
-              __builtin_prefetch(reinterpret_cast<const uint8_t*>(cand[j]) + 64 - (a & 63));
-            break;
-          }
+    // 1. Index lines.
+    for (size_t i = 0; i < m; ++i) {
+      const Key& k = *ks[i];
+      tabs[i] = shard_for(k.hash).table.load(std::memory_order_acquire);
+      homes[i] = tabs[i]->home(k.hash);
+      __builtin_prefetch(&tabs[i]->slots()[homes[i]]);
+    }
+    // 2. First tag match on each probe sequence; that entry's header and name.
+    for (size_t i = 0; i < m; ++i) {
+      const Key& k = *ks[i];
+      const Table* t = tabs[i];
+      const uint64_t tag = k.hash & ~kPtrMask;
+      cand[i] = nullptr;
+      size_t x = homes[i];
+      for (size_t p = 0; p < t->cap; ++p, x = t->next(x)) {
+        const uint64_t v = t->slots()[x].load(std::memory_order_acquire);
+        if (v == kEmpty) break;
+        if (live(v) && (v & ~kPtrMask) == tag) {
+          cand[i] = unpack(v);
+          // Header and name; the second prefetch is a no-op when they share a line (a
+          // branch on the address instead measured slower: it mispredicts half the time).
+          __builtin_prefetch(cand[i]);
+          __builtin_prefetch(reinterpret_cast<const uint8_t*>(cand[i]) + sizeof(Entry) + k.name_len - 1);
+          break;
         }
       }
-      // 3. Verify key j. A tag collision (1 in 65536 per probed slot) falls back to the
-      // full probe.
-      if (i >= 2 * D && i - 2 * D < m) {
-        const size_t j = i - 2 * D;
-        const Key& k = *ks[j];
-        const Entry* e = cand[j];
-        if (e && !key_matches(*e, k)) e = find(tabs[j], k);
-        out[base + j] = classify(rs, e, now_s, allow_stale);
-        found += out[base + j].kind != Lookup::kMiss;
-      }
+    }
+    // 3. Verify. A tag collision (1 in 65536 per probed slot) falls back to the full probe.
+    for (size_t i = 0; i < m; ++i) {
+      const Key& k = *ks[i];
+      const Entry* e = cand[i];
+      if (e && !key_matches(*e, k)) e = find(tabs[i], k);
+      out[base + i] = classify(rs, e, now_s, allow_stale);
+      found += out[base + i].kind != Lookup::kMiss;
     }
   }
   return found;

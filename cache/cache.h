@@ -44,10 +44,6 @@
 
 #include "wire/wire.h"
 
-#ifndef TERN_CACHE_PIPE_DISTANCE
-#define TERN_CACHE_PIPE_DISTANCE 8
-#endif
-
 namespace tern::cache {
 
 namespace detail {
@@ -273,7 +269,6 @@ class Cache {
   // verify), so that the cache misses of a burst overlap instead of queueing. Same results
   // and counters as lookup() on each key; out[i] answers keys[i]. Returns hits + stale.
   static constexpr size_t kBurst = 32;
-  static constexpr size_t kPipeDistance = TERN_CACHE_PIPE_DISTANCE;
   size_t lookup_burst(ReaderId, std::span<const Key* const> keys, uint32_t now_s,
                       bool allow_stale, std::span<Lookup> out) const noexcept;
 
