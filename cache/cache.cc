@@ -79,29 +79,6 @@ Hasher::Hasher(uint64_t seed) noexcept
     : s0_(mum(seed ^ 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull) | 1),
       s1_(mum(seed ^ 0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull) | 1) {}
 
-// wyhash-style: 64x64->128 multiply folded, keyed by two per-cache secrets. The name is
-// hashed 8 bytes at a time from the key buffer (zero-padded tail), then the rest of the
-// key and the length are folded in, so names of different lengths never collide by padding.
-uint64_t Hasher::hash(std::span<const uint8_t> name, uint16_t qtype, uint16_t qclass,
-                      uint8_t flags) const noexcept {
-  uint64_t h = s0_;
-  const size_t n = name.size();
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, name.data() + i, 8);
-    h = mum(h ^ w, s1_);
-  }
-  if (i < n) {
-    uint64_t w = 0;
-    std::memcpy(&w, name.data() + i, n - i);
-    h = mum(h ^ w, s1_);
-  }
-  const uint64_t tail = (uint64_t{qtype} << 32) | (uint64_t{qclass} << 16) |
-                        (uint64_t{flags} << 8) | n;
-  return mum(h ^ tail ^ s0_, s1_ ^ 0x1d8e4e27c47d124full);
-}
-
 namespace {
 
 // Lowercases n wire-name bytes from src into dst. Label length bytes are at most 63, below
@@ -109,22 +86,31 @@ namespace {
 // at a time while both the source (src_avail bytes readable) and the 255-byte destination
 // have room for a full vector; bytewise for the tail.
 inline void lower_copy(uint8_t* dst, const uint8_t* src, size_t n, size_t src_avail) noexcept {
-  size_t i = 0;
 #if defined(__SSE2__)
   const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
   const __m128i lo = _mm_set1_epi8(static_cast<char>(('A' - 1) ^ 0x80));
   const __m128i hi = _mm_set1_epi8(static_cast<char>(('Z' + 1) ^ 0x80));
   const __m128i bit = _mm_set1_epi8(0x20);
-  for (; i < n && i + 16 <= src_avail && i + 16 <= wire::kMaxNameLen; i += 16) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+  auto fold16 = [&](size_t at) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + at));
     const __m128i x = _mm_xor_si128(v, flip);  // unsigned order as signed
     const __m128i up = _mm_and_si128(_mm_cmpgt_epi8(x, lo), _mm_cmpgt_epi8(hi, x));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_or_si128(v, _mm_and_si128(up, bit)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + at), _mm_or_si128(v, _mm_and_si128(up, bit)));
+  };
+  if (n >= 16) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) fold16(i);
+    if (i < n) fold16(n - 16);  // the tail as an overlapping block inside the name
+    return;
+  }
+  if (src_avail >= 16) {  // a short name: one block, reading on into the message
+    fold16(0);            // (dst holds kMaxNameLen bytes; past n is never read as name)
+    return;
   }
 #else
   (void)src_avail;
 #endif
-  for (; i < n; ++i) dst[i] = wire::to_lower(src[i]);
+  for (size_t i = 0; i < n; ++i) dst[i] = wire::to_lower(src[i]);
 }
 
 }  // namespace
@@ -484,10 +470,38 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
   return found;
 }
 
+namespace {
+// Typical answers are tens of bytes: copy them inline in 16-byte blocks (the last one
+// overlapping) rather than through a libc call; long ones go to memcpy.
+inline void copy_sections(uint8_t* d, const uint8_t* s, size_t n) noexcept {
+#if defined(__SSE2__)
+  auto block = [&](size_t at) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + at),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + at)));
+  };
+  if (n >= 16 && n <= 128) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) block(i);
+    if (i < n) block(n - 16);
+    return;
+  }
+  if (n >= 8 && n < 16) {
+    uint64_t a, b;
+    std::memcpy(&a, s, 8);
+    std::memcpy(&b, s + n - 8, 8);
+    std::memcpy(d, &a, 8);
+    std::memcpy(d + n - 8, &b, 8);
+    return;
+  }
+#endif
+  std::memcpy(d, s, n);
+}
+}  // namespace
+
 size_t Cache::render(const Entry& e, uint32_t now_s, bool stale, std::span<uint8_t> out) noexcept {
   const auto sec = e.sections();
   if (out.size() < sec.size()) return 0;
-  std::memcpy(out.data(), sec.data(), sec.size());
+  copy_sections(out.data(), sec.data(), sec.size());
   const uint32_t age = now_s > e.stored_at_ ? now_s - e.stored_at_ : 0;
   for (size_t i = 0; i < e.n_ttls_; ++i) {
     uint8_t* p = out.data() + e.ttl_offset(i);

@@ -36,6 +36,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -67,15 +68,57 @@ struct Key {
 class Hasher {
  public:
   explicit Hasher(uint64_t seed) noexcept;
-  // Hash of an already canonical name plus the rest of the key.
+  // Hash of an already canonical name plus the rest of the key. Inline: it is on every
+  // query's path, right after the name is folded.
   uint64_t hash(std::span<const uint8_t> canonical_name, uint16_t qtype, uint16_t qclass,
                 uint8_t flags) const noexcept;
+  static uint64_t mum(uint64_t a, uint64_t b) noexcept {
+    const __uint128_t r = static_cast<__uint128_t>(a) * b;
+    return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
+  }
   uint64_t seed0() const noexcept { return s0_; }
   uint64_t seed1() const noexcept { return s1_; }
 
  private:
   uint64_t s0_, s1_;
 };
+
+// wyhash-style: 64x64->128 multiply folded, keyed by two per-cache secrets. The name is
+// hashed 8 bytes at a time from the key buffer (zero-padded tail, little-endian), then the rest of the
+// key and the length are folded in, so names of different lengths never collide by padding.
+inline uint64_t Hasher::hash(std::span<const uint8_t> name, uint16_t qtype, uint16_t qclass,
+                             uint8_t flags) const noexcept {
+  uint64_t h = s0_;
+  const size_t n = name.size();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, name.data() + i, 8);
+    h = mum(h ^ w, s1_);
+  }
+  if (const size_t r = n - i) {  // 1-7 tail bytes into the low end of a word, no memcpy call
+    const uint8_t* p = name.data() + i;
+    uint64_t w = 0;
+    size_t j = 0;
+    if (r & 4) {
+      uint32_t x;
+      std::memcpy(&x, p, 4);
+      w = x;
+      j = 4;
+    }
+    if (r & 2) {
+      uint16_t x;
+      std::memcpy(&x, p + j, 2);
+      w |= uint64_t{x} << (8 * j);
+      j += 2;
+    }
+    if (r & 1) w |= uint64_t{p[j]} << (8 * j);
+    h = mum(h ^ w, s1_);
+  }
+  const uint64_t tail = (uint64_t{qtype} << 32) | (uint64_t{qclass} << 16) |
+                        (uint64_t{flags} << 8) | n;
+  return mum(h ^ tail ^ s0_, s1_ ^ 0x1d8e4e27c47d124full);
+}
 
 // Builds a key straight from packet bytes: the question name at msg[off] is validated
 // (a query's question may not be compressed) and lowercased while copied, then hashed

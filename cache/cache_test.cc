@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 #include <string>
@@ -149,6 +150,21 @@ TEST_F(CacheTest, KeyLowercasesLikeTheBytewiseReference) {
   }
 }
 
+// Every byte of the name counts in the hash, the 1-7 byte tail included.
+TEST_F(CacheTest, KeyHashCoversEveryNameByte) {
+  for (size_t n = 1; n <= 40; ++n) {
+    std::vector<uint8_t> name(n, 'a');
+    const uint64_t h0 = cache.hasher().hash(name, 1, 1, 0);
+    for (size_t i = 0; i < n; ++i) {
+      name[i] = 'b';
+      EXPECT_NE(cache.hasher().hash(name, 1, 1, 0), h0) << n << " " << i;
+      name[i] = 'a';
+    }
+    name.push_back(0);  // a zero byte more is a different name, not padding
+    EXPECT_NE(cache.hasher().hash(name, 1, 1, 0), h0) << n;
+  }
+}
+
 TEST_F(CacheTest, KeySeededPerCache) {
   Cache other(test_config(), kSeed + 1);
   EXPECT_NE(query_key(cache, "www.lab.", 1).hash, query_key(other, "www.lab.", 1).hash);
@@ -178,6 +194,25 @@ TEST_F(CacheTest, KeyRejectsBadQuestionsWithReason) {
 }
 
 // ---- TTLs --------------------------------------------------------------------------------
+
+// render copies short sections inline in blocks: every length from one tiny RR to past
+// the inline limit comes out byte for byte, with nothing written past its end.
+TEST_F(CacheTest, RenderCopiesEverySectionLength) {
+  for (size_t len = 0; len <= 300; ++len) {
+    const std::string name = lab_name("r", static_cast<int>(len));
+    std::vector<uint8_t> rdata(len);
+    for (size_t i = 0; i < len; ++i) rdata[i] = static_cast<uint8_t>(i * 7 + 1);
+    const auto m = MsgBuilder().question(name, 16).rr_ptr(Section::answer, 12, 16, 300, rdata).finish();
+    ASSERT_TRUE(cache.insert_response(m, kNow).stored()) << len;
+    const Lookup l = get(name, 16);
+    ASSERT_EQ(l.kind, Lookup::kHit);
+    const auto sec = l.entry->sections();
+    std::vector<uint8_t> out(sec.size() + 32, 0xEE);
+    ASSERT_EQ(Cache::render(*l.entry, kNow, false, {out.data(), sec.size()}), sec.size());
+    EXPECT_TRUE(std::equal(sec.begin(), sec.end(), out.begin())) << len;
+    for (size_t i = sec.size(); i < out.size(); ++i) ASSERT_EQ(out[i], 0xEE) << len;
+  }
+}
 
 TEST_F(CacheTest, HitRendersAgedTtlsAndNeverBelowZero) {
   const auto m = MsgBuilder()
