@@ -452,8 +452,12 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
           cand[i] = unpack(v);
           // Header and name; the second prefetch is a no-op when they share a line (a
           // branch on the address instead measured slower: it mispredicts half the time).
-          __builtin_prefetch(cand[i]);
-          __builtin_prefetch(reinterpret_cast<const uint8_t*>(cand[i]) + sizeof(Entry) + k.name_len - 1);
+          const auto* c = reinterpret_cast<const uint8_t*>(cand[i]);
+          __builtin_prefetch(c);
+          __builtin_prefetch(c + sizeof(Entry) + k.name_len - 1);
+          // And the start of the sections (past a few TTL offsets), which render copies
+          // next: tern-bench's stage time drops ~10 ns per query with it.
+          __builtin_prefetch(c + sizeof(Entry) + k.name_len + 15);
           break;
         }
       }
