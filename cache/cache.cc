@@ -149,6 +149,16 @@ Status make_key(const Hasher& hs, std::span<const uint8_t> msg, size_t off, uint
   return Status::ok;
 }
 
+void make_key_validated(const Hasher& hs, const uint8_t* name, size_t name_len, size_t avail,
+                        uint16_t qtype, uint16_t qclass, uint8_t flags, Key& out) noexcept {
+  lower_copy(out.name, name, name_len, avail);
+  out.name_len = static_cast<uint8_t>(name_len);
+  out.qtype = qtype;
+  out.qclass = qclass;
+  out.flags = flags;
+  out.hash = hs.hash({out.name, name_len}, qtype, qclass, flags);
+}
+
 void make_key(const Hasher& hs, std::span<const uint8_t> name, uint16_t qtype, uint16_t qclass,
               uint8_t flags, Key& out) noexcept {
   const size_t n = std::min(name.size(), wire::kMaxNameLen);

@@ -125,6 +125,11 @@ inline uint64_t Hasher::hash(std::span<const uint8_t> name, uint16_t qtype, uint
 // 8 bytes at a time from the L1-hot copy; *end = offset after QCLASS.
 wire::Status make_key(const Hasher&, std::span<const uint8_t> msg, size_t off, uint8_t flags,
                       Key& out, size_t* end) noexcept;
+// Key from a question name the caller has already validated the way make_key would (the
+// dataplane's parse_query walks the same labels): name_len includes the root byte, `avail`
+// is how many bytes may be read from `name` (at least name_len). Skips the label walk.
+void make_key_validated(const Hasher&, const uint8_t* name, size_t name_len, size_t avail,
+                        uint16_t qtype, uint16_t qclass, uint8_t flags, Key& out) noexcept;
 // Key from a canonical name (ternctl, tests).
 void make_key(const Hasher&, std::span<const uint8_t> canonical_name, uint16_t qtype,
               uint16_t qclass, uint8_t flags, Key& out) noexcept;

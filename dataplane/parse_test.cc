@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 
 #include "parse.h"
+
+#include <cstring>
+
+#include "cache/cache.h"
 #include "test_packets.h"
 
 namespace tern::dp {
@@ -329,6 +333,46 @@ TEST(Checksum, FoldMatchesRepeatedCarryFolding) {
     v.push_back(x >> (i % 64));
   }
   for (uint64_t a : v) ASSERT_EQ(csum_fold(a), textbook(a)) << std::hex << a;
+}
+
+}  // namespace
+}  // namespace tern::dp
+
+namespace tern::dp {
+namespace {
+
+// The worker builds cache keys with make_key_validated, trusting parse_query's label walk.
+// For every name parse_query accepts, that key must equal make_key's from the raw message:
+// names of every length class (short, past 16 and 32 bytes, near 255), mixed case, with and
+// without EDNS behind the question (the fold may read on into it).
+TEST(Parse, ValidatedKeyEqualsMakeKey) {
+  cache::Cache c(cache::Config{}, 42);
+  std::vector<std::string> names = {"a.", "WWW.Example.LAB.", "x.y.z.", "Mixed-Case123.Zone-Z.lab."};
+  std::string longname;
+  for (int i = 0; i < 4; ++i) longname += std::string(60, static_cast<char>('A' + i)) + ".";
+  names.push_back(longname);  // 4 x 61 + 1 = 245 bytes
+  for (int len = 1; len <= 63; len += 7) names.push_back(std::string(static_cast<size_t>(len), 'Q') + ".lab.");
+  for (const std::string& n : names) {
+    for (bool edns : {false, true}) {
+      QuerySpec s;
+      s.qname = n;
+      s.edns.present = edns;
+      const Bytes f = test::query_frame(s);
+      Query q;
+      ASSERT_EQ(parse_query(f, service(), q), Counter::query_ok) << n;
+      const uint8_t* dns = f.data() + q.dns;
+      cache::Key a, b;
+      size_t end;
+      ASSERT_EQ(cache::make_key(c.hasher(), {dns, q.dns_len}, 12, 0, a, &end), wire::Status::ok) << n;
+      cache::make_key_validated(c.hasher(), dns + 12, q.qend - 16u, q.dns_len - 12u, q.qtype, q.qclass, 0, b);
+      EXPECT_EQ(a.hash, b.hash) << n;
+      ASSERT_EQ(a.name_len, b.name_len) << n;
+      EXPECT_EQ(0, std::memcmp(a.name, b.name, a.name_len)) << n;
+      EXPECT_EQ(a.qtype, b.qtype);
+      EXPECT_EQ(a.qclass, b.qclass);
+      EXPECT_EQ(end, q.qend);
+    }
+  }
 }
 
 }  // namespace
