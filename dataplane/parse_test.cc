@@ -366,6 +366,14 @@ TEST(Parse, ValidatedKeyEqualsMakeKey) {
       ASSERT_EQ(cache::make_key(c.hasher(), {dns, q.dns_len}, 12, 0, a, &end), wire::Status::ok) << n;
       cache::make_key_validated(c.hasher(), dns + 12, q.qend - 16u, q.dns_len - 12u, q.qtype, q.qclass, 0, b);
       EXPECT_EQ(a.hash, b.hash) << n;
+      // As the worker calls it: free to read on into the buffer's tailroom (garbage here).
+      Bytes roomy = f;
+      roomy.resize(f.size() + 300, 'Z');
+      cache::Key d;
+      cache::make_key_validated(c.hasher(), roomy.data() + q.dns + 12, q.qend - 16u, roomy.size() - q.dns - 12,
+                                q.qtype, q.qclass, 0, d);
+      EXPECT_EQ(a.hash, d.hash) << n;
+      EXPECT_EQ(0, std::memcmp(a.name, d.name, a.name_len)) << n;
       ASSERT_EQ(a.name_len, b.name_len) << n;
       EXPECT_EQ(0, std::memcmp(a.name, b.name, a.name_len)) << n;
       EXPECT_EQ(a.qtype, b.qtype);

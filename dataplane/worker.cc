@@ -222,8 +222,11 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
                                                ((q[i].hdr_flags & wire::kFlagCD) ? cache::kKeyCD : 0));
     // parse_query has walked and checked the name's labels (RFC 1035 limits, no pointers):
     // the key skips that walk. parse_test checks the keys match make_key's.
+    // The fold may read on past the message into the mbuf's tailroom (whole 16-byte blocks
+    // keep the hash's loads store-forwarded); nothing past the name is used.
+    const size_t readable = m->buf_len - m->data_off - q[i].dns - wire::kHeaderSize;
     cache::make_key_validated(cache.hasher(), dns + wire::kHeaderSize, q[i].qend - wire::kHeaderSize - 4u,
-                              q[i].dns_len - wire::kHeaderSize, q[i].qtype, q[i].qclass, flags, key[i]);
+                              readable, q[i].qtype, q[i].qclass, flags, key[i]);
     keyp[nkeys] = &key[i];
     todo[nkeys++] = static_cast<uint8_t>(i);
   }
