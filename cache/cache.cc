@@ -653,10 +653,13 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   const Status key_st = make_key(hasher_, msg, wire::kHeaderSize, cd, key, &qend);
   if (key_st == Status::ok) {
     prefetch(key);
-    hash_do = hasher_.hash({key.name, key.name_len}, key.qtype, key.qclass, cd | kKeyDO);
-    Key alt;
-    alt.hash = hash_do;
-    prefetch(alt);
+    // Only a message with an additional section can carry OPT, and so a DO bit.
+    if (wire::load16(msg.data() + 10) != 0) {
+      hash_do = hasher_.hash({key.name, key.name_len}, key.qtype, key.qclass, cd | kKeyDO);
+      Key alt;
+      alt.hash = hash_do;
+      prefetch(alt);
+    }
   }
 
   // 1. Whole-message validation (RFC 1035 4.1, RFC 6891 6.1) and the RR list.
