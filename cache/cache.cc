@@ -34,11 +34,6 @@ inline Entry* unpack(uint64_t v) noexcept {
 }
 inline bool live(uint64_t v) noexcept { return v > kTomb; }
 
-inline uint64_t mum(uint64_t a, uint64_t b) noexcept {
-  const __uint128_t r = static_cast<__uint128_t>(a) * b;
-  return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
-}
-
 inline Status label_type_error(uint8_t c) noexcept {
   return (c & 0xC0) == 0x40 ? Status::label_too_long : Status::bad_label_type;
 }
@@ -76,8 +71,8 @@ const char* to_string(NegKind k) noexcept {
 // ---- hashing and keys --------------------------------------------------------------------
 
 Hasher::Hasher(uint64_t seed) noexcept
-    : s0_(mum(seed ^ 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull) | 1),
-      s1_(mum(seed ^ 0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull) | 1) {}
+    : s0_(Hasher::mum(seed ^ 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull) | 1),
+      s1_(Hasher::mum(seed ^ 0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull) | 1) {}
 
 namespace {
 
@@ -116,6 +111,16 @@ inline void lower_copy(uint8_t* dst, const uint8_t* src, size_t n, size_t src_av
 
 }  // namespace
 
+void make_key_validated(const Hasher& hs, const uint8_t* name, size_t name_len, size_t avail,
+                        uint16_t qtype, uint16_t qclass, uint8_t flags, Key& out) noexcept {
+  lower_copy(out.name, name, name_len, avail);
+  out.name_len = static_cast<uint8_t>(name_len);
+  out.qtype = qtype;
+  out.qclass = qclass;
+  out.flags = flags;
+  out.hash = hs.hash({out.name, name_len}, qtype, qclass, flags);
+}
+
 Status make_key(const Hasher& hs, std::span<const uint8_t> msg, size_t off, uint8_t flags,
                 Key& out, size_t* end) noexcept {
   // 1. Walk the label lengths (a handful of steps), with the checks in wire order.
@@ -139,36 +144,17 @@ Status make_key(const Hasher& hs, std::span<const uint8_t> msg, size_t off, uint
     p += size_t{c} + 1;
   }
   if (msg.size() - p < 4) return Status::truncated;
-  // 2. Copy it lowercased in vector-wide steps.
-  lower_copy(out.name, msg.data() + off, len, msg.size() - off);
-  out.name_len = static_cast<uint8_t>(len);
-  out.qtype = wire::load16(msg.data() + p);
-  out.qclass = wire::load16(msg.data() + p + 2);
-  out.flags = flags;
-  out.hash = hs.hash({out.name, len}, out.qtype, out.qclass, flags);
+  // 2. Fold and hash it like any validated name.
+  make_key_validated(hs, msg.data() + off, len, msg.size() - off, wire::load16(msg.data() + p),
+                     wire::load16(msg.data() + p + 2), flags, out);
   *end = p + 4;
   return Status::ok;
-}
-
-void make_key_validated(const Hasher& hs, const uint8_t* name, size_t name_len, size_t avail,
-                        uint16_t qtype, uint16_t qclass, uint8_t flags, Key& out) noexcept {
-  lower_copy(out.name, name, name_len, avail);
-  out.name_len = static_cast<uint8_t>(name_len);
-  out.qtype = qtype;
-  out.qclass = qclass;
-  out.flags = flags;
-  out.hash = hs.hash({out.name, name_len}, qtype, qclass, flags);
 }
 
 void make_key(const Hasher& hs, std::span<const uint8_t> name, uint16_t qtype, uint16_t qclass,
               uint8_t flags, Key& out) noexcept {
   const size_t n = std::min(name.size(), wire::kMaxNameLen);
-  for (size_t i = 0; i < n; ++i) out.name[i] = wire::to_lower(name[i]);
-  out.name_len = static_cast<uint8_t>(n);
-  out.qtype = qtype;
-  out.qclass = qclass;
-  out.flags = flags;
-  out.hash = hs.hash({out.name, n}, qtype, qclass, flags);
+  make_key_validated(hs, name.data(), n, n, qtype, qclass, flags, out);
 }
 
 // ---- index table -------------------------------------------------------------------------
@@ -238,7 +224,7 @@ struct Cache::Shard {
   // Everything below: writer only, under mu. The atomics are gauges and counters also
   // read (relaxed) by stats().
   alignas(64) std::mutex mu;
-  size_t live = 0, tombs = 0, hand = 0;
+  size_t live = 0, tombs = 0;
   // The eviction hand's next two runs, chosen one write ahead so that their index lines
   // (run2) and then their entries (run1) are fetched while other writes go on, instead of
   // stalling the write that evicts. Only hints: checked against the table's size on use.
@@ -382,9 +368,9 @@ uint64_t Cache::min_seen() const noexcept {
   return m;
 }
 
-void Cache::prefetch(const Key& k) const noexcept {
-  const Table* t = shard_for(k.hash).table.load(std::memory_order_acquire);
-  __builtin_prefetch(&t->slots()[t->home(k.hash)]);
+void Cache::prefetch_hash(uint64_t hash) const noexcept {
+  const Table* t = shard_for(hash).table.load(std::memory_order_acquire);
+  __builtin_prefetch(&t->slots()[t->home(hash)]);
 }
 
 const Entry* Cache::find(const Table* t, const Key& k) noexcept {
@@ -652,13 +638,11 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
       msg.size() >= wire::kHeaderSize && (wire::load16(msg.data() + 2) & wire::kFlagCD) ? kKeyCD : 0;
   const Status key_st = make_key(hasher_, msg, wire::kHeaderSize, cd, key, &qend);
   if (key_st == Status::ok) {
-    prefetch(key);
+    prefetch_hash(key.hash);
     // Only a message with an additional section can carry OPT, and so a DO bit.
     if (wire::load16(msg.data() + 10) != 0) {
       hash_do = hasher_.hash({key.name, key.name_len}, key.qtype, key.qclass, cd | kKeyDO);
-      Key alt;
-      alt.hash = hash_do;
-      prefetch(alt);
+      prefetch_hash(hash_do);
     }
   }
 
@@ -841,7 +825,6 @@ Table* Cache::rebuild_locked(Shard& s, size_t want) {
   s.bytes = s.bytes - Table::bytes(old->capacity()) + Table::bytes(cap);
   retire_locked(s, old, Table::bytes(old->capacity()), true);
   s.tombs = 0;
-  s.hand = 0;
   s.run1 = s.run2 = SIZE_MAX;
   add(s.rebuilds);
   s.g_slots.store(cap, std::memory_order_relaxed);
@@ -865,7 +848,7 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
     return t->home(s.rng);
   };
   size_t steps = 4 * cap + kRun;
-  size_t run = 0;
+  size_t run = 0, hand = 0;
   bool evicted = false;
   constexpr size_t kSpared = 32;
   const Entry* spared[kSpared];
@@ -873,13 +856,13 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
   while (s.bytes > shard_budget_ && steps-- > 0) {
     if (run == 0) {
       // The first run of a write starts where the previous write prefetched.
-      s.hand = !evicted && s.run1 < cap ? s.run1 : random_pos();
+      hand = !evicted && s.run1 < cap ? s.run1 : random_pos();
       s.run1 = SIZE_MAX;
       run = kRun;
     }
     --run;
-    const size_t i = s.hand;
-    s.hand = t->next(s.hand);
+    const size_t i = hand;
+    hand = t->next(hand);
     const uint64_t v = t->slots()[i].load(std::memory_order_relaxed);
     if (!live(v)) continue;
     Entry* e = unpack(v);

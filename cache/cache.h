@@ -308,7 +308,8 @@ class Cache {
   void online(ReaderId) noexcept;
 
   // Touches the index line the key hashes to; call for a burst before the lookups.
-  void prefetch(const Key&) const noexcept;
+  void prefetch(const Key& k) const noexcept { prefetch_hash(k.hash); }
+  void prefetch_hash(uint64_t hash) const noexcept;
   // Hit: fresh entry. Stale: expired but within the stale window and allow_stale. Counts
   // hit/miss/stale in the reader's own slot. The entry stays valid until the reader's next
   // quiescent()/offline().
