@@ -213,7 +213,7 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
   // Stage 2: keys and hashes for the whole burst.
   const cache::Cache& cache = *w.conf.cache;
   const cache::Key* keyp[kBurst];
-  unsigned nkeys = 0;
+  const unsigned nkeys = ntodo;  // every parsed query gets a key: parse_query checked its name
   for (unsigned t = 0; t < ntodo; ++t) {
     const unsigned i = todo[t];
     rte_mbuf* m = rx[i];
@@ -227,17 +227,13 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
     const size_t readable = m->buf_len - m->data_off - q[i].dns - wire::kHeaderSize;
     cache::make_key_validated(cache.hasher(), dns + wire::kHeaderSize, q[i].qend - wire::kHeaderSize - 4u,
                               readable, q[i].qtype, q[i].qclass, flags, key[i]);
-    keyp[nkeys] = &key[i];
-    todo[nkeys++] = static_cast<uint8_t>(i);
+    keyp[t] = &key[i];
   }
 
   // Stage 3: the burst's lookups together (index lines, then candidate entries, then the full key
   // compare), so their cache misses overlap instead of queueing one after the other.
   cache::Lookup found[kBurst];
   if (nkeys) cache.lookup_burst(w.reader, {keyp, nkeys}, w.now_s, w.stale_on_limit, {found, nkeys});
-  // The entry headers are in cache now; their sections (what render copies) may not be.
-  for (unsigned t = 0; t < nkeys; ++t)
-    if (found[t].entry) rte_prefetch0(found[t].entry->sections().data());
 
   // Stage 4: answer in place; misses pass the rate limit on their way to the resolver.
   const uint64_t now_tsc = rte_rdtsc();
