@@ -831,6 +831,17 @@ Table* Cache::rebuild_locked(Shard& s, size_t want) {
   return t;
 }
 
+// Takes a live entry out of the index (a tombstone keeps probe chains intact), out of the
+// shard's accounting, and parks it for reclamation.
+void Cache::unlink_locked(Shard& s, Table* t, size_t slot, Entry* e) {
+  t->slots()[slot].store(kTomb, std::memory_order_release);
+  --s.live;
+  ++s.tombs;
+  const size_t b = entry_size(*e);
+  s.bytes -= b;
+  retire_locked(s, e, b, false);
+}
+
 // CLOCK with a wandering hand. An entry past its stale window goes whatever its access
 // bit; otherwise a set bit is cleared and buys the entry time until the hand comes back.
 // The hand sweeps short runs from random positions instead of going round in slot order:
@@ -881,12 +892,7 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
     if (!dead && steps > 3 * cap &&
         std::find(spared, spared + n_spared, e) != spared + n_spared)
       continue;
-    t->slots()[i].store(kTomb, std::memory_order_release);
-    --s.live;
-    ++s.tombs;
-    const size_t b = entry_size(*e);
-    s.bytes -= b;
-    retire_locked(s, e, b, false);
+    unlink_locked(s, t, i, e);
     add(dead ? s.expired_evictions : s.evictions);
     evicted = true;
     run = 0;
@@ -894,22 +900,19 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
   // Near the budget the next write will evict too: stage its runs. run2's index lines
   // were prefetched by the previous write, so reading them now costs little; prefetch
   // the entries they point at, and the index lines of a new run2.
-  if (s.bytes + s.bytes / 64 >= shard_budget_) {
-    if (s.run1 >= cap) {
-      s.run1 = s.run2 < cap ? s.run2 : random_pos();
-      size_t j = s.run1;
-      for (size_t n = 0; n < kRun; ++n, j = t->next(j)) {
-        const uint64_t v = t->slots()[j].load(std::memory_order_relaxed);
-        if (live(v)) {  // the 32-byte header, which may straddle two lines
-          __builtin_prefetch(unpack(v));
-          __builtin_prefetch(reinterpret_cast<const uint8_t*>(unpack(v)) + sizeof(Entry) - 1);
-        }
-      }
-      s.run2 = random_pos();
-      __builtin_prefetch(&t->slots()[s.run2]);
-      __builtin_prefetch(&t->slots()[std::min(s.run2 + kRun - 1, cap - 1)]);
+  if (s.bytes + s.bytes / 64 < shard_budget_ || s.run1 < cap) return;
+  s.run1 = s.run2 < cap ? s.run2 : random_pos();
+  size_t j = s.run1;
+  for (size_t n = 0; n < kRun; ++n, j = t->next(j)) {
+    const uint64_t v = t->slots()[j].load(std::memory_order_relaxed);
+    if (live(v)) {  // the 32-byte header, which may straddle two lines
+      __builtin_prefetch(unpack(v));
+      __builtin_prefetch(reinterpret_cast<const uint8_t*>(unpack(v)) + sizeof(Entry) - 1);
     }
   }
+  s.run2 = random_pos();
+  __builtin_prefetch(&t->slots()[s.run2]);
+  __builtin_prefetch(&t->slots()[std::min(s.run2 + kRun - 1, cap - 1)]);
 }
 
 template <class Pred>
@@ -922,13 +925,7 @@ size_t Cache::flush_if(Pred&& pred) {
     for (size_t i = 0; i < t->capacity(); ++i) {
       const uint64_t v = t->slots()[i].load(std::memory_order_relaxed);
       if (!live(v) || !pred(*unpack(v))) continue;
-      Entry* e = unpack(v);
-      t->slots()[i].store(kTomb, std::memory_order_release);
-      --s.live;
-      ++s.tombs;
-      const size_t b = entry_size(*e);
-      s.bytes -= b;
-      retire_locked(s, e, b, false);
+      unlink_locked(s, t, i, unpack(v));
       add(s.flushed);
       ++n;
     }

@@ -370,6 +370,7 @@ class Cache {
   static const Entry* find(const detail::Table*, const Key&) noexcept;
   Lookup classify(ReaderSlot&, const Entry*, uint32_t now_s, bool allow_stale) const noexcept;
   void retire_locked(Shard&, void* p, size_t bytes, bool is_table) ;
+  void unlink_locked(Shard&, detail::Table*, size_t slot, Entry*);
   void reclaim_locked(Shard&);
   detail::Table* rebuild_locked(Shard&, size_t want);
   void evict_locked(Shard&, uint32_t now_s, const Entry* keep);
