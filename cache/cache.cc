@@ -192,28 +192,50 @@ namespace {
 using detail::Table;
 void free_entry(Entry* e) noexcept { ::operator delete(static_cast<void*>(e)); }
 
-// Names are short: compare them in 8-byte words (the last word overlapping the previous
-// one) inline, rather than calling memcmp.
-[[gnu::always_inline]] inline bool same_name(const uint8_t* a, const uint8_t* b, size_t n) noexcept {
-  if (n < 8) {
-    uint8_t d = 0;
-    for (size_t i = 0; i < n; ++i) d |= a[i] ^ b[i];
-    return d == 0;
+// The key bytes an entry and a Key share, from qtype to the end of the name, contiguous in
+// both (see Entry): 6 + name_len bytes.
+constexpr size_t kKeyFixed = offsetof(Key, name) - offsetof(Key, qtype);
+static_assert(kKeyFixed == 6 && offsetof(Key, name_len) == offsetof(Key, qtype) + 5,
+              "Key: qtype, qclass, flags, name_len must sit right before the name");
+
+// n >= 7 bytes (the fixed key fields and at least the root label), compared inline:
+// 16-byte blocks with the last one overlapping, or two overlapping words. Only bytes
+// [0, n) of either side are read.
+[[gnu::always_inline]] inline bool same_bytes(const uint8_t* a, const uint8_t* b, size_t n) noexcept {
+#if defined(__SSE2__)
+  if (n >= 16) {
+    auto eq = [&](size_t at) {
+      return _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + at)),
+                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + at)));
+    };
+    __m128i acc = eq(n - 16);
+    for (size_t i = 0; i + 16 < n; i += 16) acc = _mm_and_si128(acc, eq(i));
+    return _mm_movemask_epi8(acc) == 0xFFFF;
   }
-  uint64_t x, y, d = 0;
-  for (size_t i = 0; i + 8 < n; i += 8) {
-    std::memcpy(&x, a + i, 8);
-    std::memcpy(&y, b + i, 8);
-    d |= x ^ y;
+#endif
+  uint64_t x, y, u, v;
+  if (n >= 8) {
+    std::memcpy(&x, a, 8);
+    std::memcpy(&y, b, 8);
+    std::memcpy(&u, a + n - 8, 8);
+    std::memcpy(&v, b + n - 8, 8);
+    return ((x ^ y) | (u ^ v)) == 0;
   }
-  std::memcpy(&x, a + n - 8, 8);
-  std::memcpy(&y, b + n - 8, 8);
-  return (d | (x ^ y)) == 0;
+  uint32_t p, q, r, t;
+  std::memcpy(&p, a, 4);
+  std::memcpy(&q, b, 4);
+  std::memcpy(&r, a + n - 4, 4);
+  std::memcpy(&t, b + n - 4, 4);
+  return ((p ^ q) | (r ^ t)) == 0;
 }
 
+// Same length first (so that only the entry's own bytes are read), then qtype, qclass,
+// flags, length and name in one compare: the entry stores them contiguously, ending its
+// header (static_assert in EntryBuilder).
 [[gnu::always_inline]] inline bool key_matches(const Entry& e, const Key& k) noexcept {
-  return e.name().size() == k.name_len && e.qtype() == k.qtype && e.qclass() == k.qclass &&
-         e.key_flags() == k.flags && same_name(e.name().data(), k.name, k.name_len);
+  return e.name().size() == k.name_len &&
+         same_bytes(e.name().data() - kKeyFixed, reinterpret_cast<const uint8_t*>(&k.qtype),
+                    kKeyFixed + k.name_len);
 }
 
 }  // namespace
@@ -387,25 +409,27 @@ const Entry* Cache::find(const Table* t, const Key& k) noexcept {
   return nullptr;
 }
 
+[[gnu::always_inline]] inline Lookup::Kind Cache::kind_of(const Entry* e, uint32_t now_s,
+                                                          bool allow_stale) const noexcept {
+  if (!e) return Lookup::kMiss;
+  const uint32_t age = now_s - e->stored_at_;
+  Lookup::Kind kind = Lookup::kMiss;
+  if (now_s < e->stored_at_ || age < e->ttl_)
+    kind = Lookup::kHit;
+  else if (allow_stale && age - e->ttl_ < stale_window_for(*e))
+    kind = Lookup::kStale;
+  // else expired: a miss; the writer replaces or evicts it.
+  // CLOCK access bit: written only when clear, so a hot entry's line stays shared.
+  if (kind != Lookup::kMiss && !e->ref_.load(std::memory_order_relaxed))
+    e->ref_.store(1, std::memory_order_relaxed);
+  return kind;
+}
+
 [[gnu::always_inline]] inline Lookup Cache::classify(ReaderSlot& rs, const Entry* e, uint32_t now_s,
-                       bool allow_stale) const noexcept {
-  if (e) {
-    const uint32_t age = now_s - e->stored_at_;
-    Lookup::Kind kind = Lookup::kMiss;
-    if (now_s < e->stored_at_ || age < e->ttl_)
-      kind = Lookup::kHit;
-    else if (allow_stale && age - e->ttl_ < stale_window_for(*e))
-      kind = Lookup::kStale;
-    // else expired: a miss; the writer replaces or evicts it.
-    if (kind != Lookup::kMiss) {
-      // CLOCK access bit: written only when clear, so a hot entry's line stays shared.
-      if (!e->ref_.load(std::memory_order_relaxed)) e->ref_.store(1, std::memory_order_relaxed);
-      bump(kind == Lookup::kHit ? rs.hits : rs.stale);
-      return {e, kind};
-    }
-  }
-  bump(rs.misses);
-  return {nullptr, Lookup::kMiss};
+                                                     bool allow_stale) const noexcept {
+  const Lookup::Kind kind = kind_of(e, now_s, allow_stale);
+  bump(kind == Lookup::kHit ? rs.hits : kind == Lookup::kStale ? rs.stale : rs.misses);
+  return {kind == Lookup::kMiss ? nullptr : e, kind};
 }
 
 Lookup Cache::lookup(ReaderId r, const Key& k, uint32_t now_s, bool allow_stale) const noexcept {
@@ -421,7 +445,7 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
   // single-loop pipeline with a fixed distance measured 5-20% slower here.)
   ReaderSlot& rs = readers_[r];
   const size_t n = std::min(keys.size(), out.size());
-  size_t found = 0;
+  size_t hits = 0, stale = 0;
   const Table* tabs[kBurst];
   const Entry* cand[kBurst];
   size_t homes[kBurst];
@@ -460,15 +484,22 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
       }
     }
     // 3. Verify. A tag collision (1 in 65536 per probed slot) falls back to the full probe.
+    // Counted in registers and added to the reader's slot once per call: a store per key
+    // to one counter would chain every key through store-to-load forwarding.
     for (size_t i = 0; i < m; ++i) {
       const Key& k = *ks[i];
       const Entry* e = cand[i];
       if (e && !key_matches(*e, k)) e = find(tabs[i], k);
-      out[base + i] = classify(rs, e, now_s, allow_stale);
-      found += out[base + i].kind != Lookup::kMiss;
+      const Lookup::Kind kind = kind_of(e, now_s, allow_stale);
+      out[base + i] = {kind == Lookup::kMiss ? nullptr : e, kind};
+      hits += kind == Lookup::kHit;
+      stale += kind == Lookup::kStale;
     }
   }
-  return found;
+  if (hits) bump(rs.hits, hits);
+  if (stale) bump(rs.stale, stale);
+  if (n != hits + stale) bump(rs.misses, n - hits - stale);
+  return hits + stale;
 }
 
 namespace {
@@ -592,6 +623,11 @@ size_t free_slot(const Table* t, uint64_t hash) noexcept {
 static_assert(sizeof(Entry) == 32, "Entry header grew: it is paid once per cached answer");
 
 struct EntryBuilder {
+  static_assert(offsetof(Entry, qtype_) + 6 == sizeof(Entry) &&
+                    offsetof(Entry, qclass_) == offsetof(Entry, qtype_) + 2 &&
+                    offsetof(Entry, key_flags_) == offsetof(Entry, qtype_) + 4 &&
+                    offsetof(Entry, name_len_) == offsetof(Entry, qtype_) + 5,
+                "Entry: the key fields end the header in Key's order (key_matches)");
   static Entry* build(const Key& k, std::span<const uint8_t> sections,
                       const std::vector<uint16_t>& ttl_offs) {
     const size_t size = sizeof(Entry) + k.name_len + 2 * ttl_offs.size() + sections.size();

@@ -182,16 +182,19 @@ class Entry {
   // 32 bytes: every byte here is paid per cached answer.
   uint32_t stored_at_;
   uint32_t ttl_;
-  uint16_t qtype_, qclass_;
   uint16_t sections_len_;
   uint16_t n_ttls_;
   uint16_t flags_;
   uint16_t ancount_, nscount_, arcount_;
-  uint8_t name_len_;
-  uint8_t key_flags_;
   uint8_t neg_kind_;
   uint8_t stale_ttl_;                 // Config::stale_answer_ttl, clamped to 255 s
   mutable std::atomic<uint8_t> ref_;  // CLOCK access bit; readers: relaxed set, writer: clear
+  uint8_t spare_[3] = {};
+  // The key, last and in Key's order (qtype, qclass, flags, name_len, then the name at
+  // data()): a lookup compares it with the Key's bytes from qtype on in one pass.
+  uint16_t qtype_, qclass_;
+  uint8_t key_flags_;
+  uint8_t name_len_;
 };
 
 struct Lookup {
@@ -363,11 +366,14 @@ class Cache {
   uint32_t stale_window_for(const Entry& e) const noexcept {
     return e.neg_kind_ == static_cast<uint8_t>(NegKind::servfail) ? 0 : cfg_.stale_window;
   }
-  static void bump(std::atomic<uint64_t>& c) noexcept {
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
   uint64_t min_seen() const noexcept;
   static const Entry* find(const detail::Table*, const Key&) noexcept;
+  // Hit, stale or miss for a matching entry (or none), and the entry's access bit set on a
+  // hit; classify() also counts it in the reader's slot.
+  Lookup::Kind kind_of(const Entry*, uint32_t now_s, bool allow_stale) const noexcept;
   Lookup classify(ReaderSlot&, const Entry*, uint32_t now_s, bool allow_stale) const noexcept;
   void retire_locked(Shard&, void* p, size_t bytes, bool is_table) ;
   void unlink_locked(Shard&, detail::Table*, size_t slot, Entry*);
