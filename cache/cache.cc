@@ -693,7 +693,6 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   // Scratch reused across calls: writers for different shards may run on different threads.
   thread_local std::vector<Rec> rrs;
   thread_local std::vector<std::pair<size_t, size_t>> name_runs;
-  thread_local std::vector<uint8_t> is_ttl;
   rrs.clear();
   name_runs.clear();
   Status st = wire::walk(
@@ -708,11 +707,13 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   if (st != Status::ok) return reject(Reject::malformed, st);
   // render() rewrites TTL bytes, so no name may be read from them: a compression pointer
   // aimed into a TTL field would turn into another name, or garbage, as the entry ages.
-  is_ttl.assign(msg.size(), 0);
-  for (const Rec& r : rrs) std::memset(&is_ttl[r.ttl_off], 1, 4);
-  for (const auto& [b, e] : name_runs)
-    for (size_t i = b; i < e; ++i)
-      if (is_ttl[i]) return reject(Reject::name_reads_ttl);
+  // The walk leaves rrs in message order, so their TTL fields are sorted and disjoint:
+  // a run [b, e) overlaps one iff the first field ending after b starts before e.
+  for (const auto& [b, e] : name_runs) {
+    const auto it = std::partition_point(rrs.begin(), rrs.end(),
+                                         [b](const Rec& r) { return r.ttl_off + 4 <= b; });
+    if (it != rrs.end() && it->ttl_off < e) return reject(Reject::name_reads_ttl);
+  }
   const wire::Header& h = info.header;
   if (!(h.flags & wire::kFlagQR)) return reject(Reject::not_response);
   if (h.opcode() != wire::kOpcodeQuery) return reject(Reject::bad_opcode);

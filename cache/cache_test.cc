@@ -469,6 +469,12 @@ TEST_F(CacheTest, MalformedResponsesAreRejectedWithReasonAndNeverStored) {
                                  .rr_ptr(Section::answer, 12 + 7 + 4 + 7 + 4 + 2, 1, 60, {1, 2, 3, 4})
                                  .finish(),
        Reject::name_reads_ttl, Status::ok},
+      // The same aimed at the second of two TTLs (the check looks fields up in order).
+      {"pointer into a later TTL", MsgBuilder(base).a(Section::answer, "m.lab.", 60, 1)
+                                       .a(Section::answer, "m.lab.", 0x00000100, 2)
+                                       .rr_ptr(Section::answer, 12 + 7 + 4 + 21 + 7 + 4 + 2, 1, 60, {1, 2, 3, 4})
+                                       .finish(),
+       Reject::name_reads_ttl, Status::ok},
       {"OPT not last", MsgBuilder(base).a(Section::answer, "m.lab.", 60, 1).opt()
                            .a(Section::additional, "n.lab.", 60, 1).finish(),
        Reject::opt_not_last, Status::ok},

@@ -61,8 +61,13 @@ Status skip_name(Bytes msg, size_t off, size_t* end) noexcept {
   }
 }
 
-Status read_name(Bytes msg, size_t off, uint8_t* out, uint8_t* out_len, size_t* end,
-                 NameBytesVisitor nv, void* nv_ctx) noexcept {
+namespace {
+// kCopy: also write the lowercased, uncompressed name to out. Validation alone (walk(),
+// which only needs to know the name is well formed and where it ends) skips the copy.
+template <bool kCopy>
+[[gnu::always_inline]] inline Status read_name_impl(Bytes msg, size_t off, uint8_t* out,
+                                                    uint8_t* out_len, size_t* end,
+                                                    NameBytesVisitor nv, void* nv_ctx) noexcept {
   size_t p = off;
   size_t segment = off;  // where the labels being read right now started
   size_t len = 0;
@@ -92,16 +97,32 @@ Status read_name(Bytes msg, size_t off, uint8_t* out, uint8_t* out_len, size_t* 
     if (len + c + 1 > kMaxNameLen) return Status::name_too_long;
     if (c == 0) {
       if (nv) nv(nv_ctx, segment, p + 1);
-      out[len++] = 0;
-      *out_len = static_cast<uint8_t>(len);
+      if constexpr (kCopy) {
+        out[len] = 0;
+        *out_len = static_cast<uint8_t>(len + 1);
+      }
       *end = after ? after : p + 1;
       return Status::ok;
     }
     if (p + 1 + c > msg.size()) return Status::truncated;
-    out[len++] = c;
-    for (size_t i = 0; i < c; ++i) out[len++] = to_lower(msg[p + 1 + i]);
+    if constexpr (kCopy) {
+      out[len] = c;
+      for (size_t i = 0; i < c; ++i) out[len + 1 + i] = to_lower(msg[p + 1 + i]);
+    }
+    len += size_t{c} + 1;
     p += size_t{c} + 1;
   }
+}
+
+// Well-formed name at off (same rules as read_name), *end after it; nothing copied.
+Status check_name(Bytes msg, size_t off, size_t* end, NameBytesVisitor nv, void* nv_ctx) noexcept {
+  return read_name_impl<false>(msg, off, nullptr, nullptr, end, nv, nv_ctx);
+}
+}  // namespace
+
+Status read_name(Bytes msg, size_t off, uint8_t* out, uint8_t* out_len, size_t* end,
+                 NameBytesVisitor nv, void* nv_ctx) noexcept {
+  return read_name_impl<true>(msg, off, out, out_len, end, nv, nv_ctx);
 }
 
 bool is_subdomain(Bytes name, Bytes zone) noexcept {
@@ -271,10 +292,8 @@ struct NameSink {
 };
 
 Status rdata_name(Bytes msg, size_t off, size_t limit, size_t* end, const NameSink& ns) noexcept {
-  uint8_t scratch[kMaxNameLen];
-  uint8_t n;
   if (off >= limit) return Status::bad_rdata;
-  const Status st = read_name(msg, off, scratch, &n, end, ns.nv, ns.ctx);
+  const Status st = check_name(msg, off, end, ns.nv, ns.ctx);
   if (st != Status::ok) return st;
   if (*end > limit) return Status::bad_rdata;
   return Status::ok;
@@ -327,14 +346,12 @@ Status walk(Bytes msg, MessageInfo* info, RRVisitor visit, void* ctx, NameBytesV
   if (msg.size() < kHeaderSize) return Status::truncated;
   info->header = read_header(msg.data());
   const Header& h = info->header;
-  uint8_t scratch[kMaxNameLen];
-  uint8_t n;
   size_t p = kHeaderSize;
 
   for (unsigned i = 0; i < h.qdcount; ++i) {
     if (p >= msg.size()) return Status::counts_lie;
     size_t e;
-    const Status st = read_name(msg, p, scratch, &n, &e, nv, nv_ctx);
+    const Status st = check_name(msg, p, &e, nv, nv_ctx);
     if (st != Status::ok) return st;
     if (msg.size() - e < 4) return Status::truncated;
     if (i == 0) info->question = Question{p, e + 4, load16(&msg[e]), load16(&msg[e + 2])};
@@ -358,7 +375,7 @@ Status walk(Bytes msg, MessageInfo* info, RRVisitor visit, void* ctx, NameBytesV
       rr.index = i;
       rr.owner_off = p;
       size_t e;
-      Status st = read_name(msg, p, scratch, &n, &e, nv, nv_ctx);
+      Status st = check_name(msg, p, &e, nv, nv_ctx);
       if (st != Status::ok) return st;
       if (msg.size() - e < 10) return Status::truncated;
       rr.type = load16(&msg[e]);
