@@ -24,7 +24,7 @@ constexpr uint64_t kEmpty = 0;
 constexpr uint64_t kTomb = 1;  // never a valid Entry address
 constexpr uint64_t kPtrMask = (uint64_t{1} << 48) - 1;
 constexpr uint64_t kOffline = std::numeric_limits<uint64_t>::max();
-constexpr size_t kMinSlots = 16;
+constexpr size_t kMinSlots = 16;  // a multiple of detail::kGroup
 
 inline uint64_t pack(const Entry* e, uint64_t hash) noexcept {
   return (hash & ~kPtrMask) | (reinterpret_cast<uintptr_t>(e) & kPtrMask);
@@ -161,22 +161,31 @@ void make_key(const Hasher& hs, std::span<const uint8_t> name, uint16_t qtype, u
 
 namespace detail {
 
-// Open-addressing, linear probing. Slot = (hash tag in the top 16 bits, Entry address in
-// the low 48). Slots and the table pointer are the only things readers load.
+// Open-addressing, linear probing from the start of a group. Slot = (hash tag in the top
+// 16 bits, Entry address in the low 48). Slots and the table pointer are the only things
+// readers load.
+// Groups: a key's probe sequence starts at the first slot of its home group, kGroup slots
+// that fill one cache line. A key is almost always in its home group, so a lookup reads
+// one line and finds the key among the group's tags without a data-dependent loop (see
+// group_match()); only keys displaced past their group need the slot-by-slot walk.
+inline constexpr size_t kGroup = 8;
 struct alignas(64) Table {
-  size_t cap;  // any size >= kMinSlots: home slots come from a multiply, not a mask
+  size_t cap;  // a multiple of kGroup, >= kMinSlots; groups come from a multiply, not a mask
   std::atomic<uint64_t>* slots() noexcept { return reinterpret_cast<std::atomic<uint64_t>*>(this + 1); }
   const std::atomic<uint64_t>* slots() const noexcept {
     return reinterpret_cast<const std::atomic<uint64_t>*>(this + 1);
   }
   size_t capacity() const noexcept { return cap; }
-  // Lemire's multiply-shift range reduction of the hash's low 32 bits (the slot tag is the
-  // top 16 bits, the shard bits 40-47: independent).
-  size_t home(uint64_t hash) const noexcept { return ((hash & 0xFFFFFFFFu) * cap) >> 32; }
+  // First slot of the home group: Lemire's multiply-shift range reduction of the hash's
+  // low 32 bits over the groups (the slot tag is the top 16 bits, the shard bits 40-47:
+  // independent).
+  size_t home(uint64_t hash) const noexcept {
+    return (((hash & 0xFFFFFFFFu) * (cap / kGroup)) >> 32) * kGroup;
+  }
   size_t next(size_t i) const noexcept { return ++i == cap ? 0 : i; }
   static size_t bytes(size_t cap) noexcept { return sizeof(Table) + cap * sizeof(uint64_t); }
 
-  static Table* create(size_t cap) {
+  static Table* create(size_t cap) {  // cap: a multiple of kGroup (callers account bytes(cap))
     void* mem = ::operator new(bytes(cap), std::align_val_t{64});
     auto* t = new (mem) Table;
     t->cap = cap;
@@ -186,10 +195,34 @@ struct alignas(64) Table {
   static void destroy(Table* t) noexcept { ::operator delete(t, std::align_val_t{64}); }
 };
 
+static_assert(sizeof(Table) % 64 == 0 && kGroup * sizeof(uint64_t) == 64,
+              "a group is one cache line, and slots start on a line");
+
 }  // namespace detail
 
 namespace {
 using detail::Table;
+using detail::kGroup;
+
+// Readers scan a group with vector loads only to pick a candidate slot; the slot is then
+// loaded again atomically (acquire) and checked. ThreadSanitizer would see the vector load
+// as a plain read racing the writer, so its build takes the slot-by-slot path.
+#if defined(__SSE2__) && !defined(__SANITIZE_THREAD__)
+#define TERN_CACHE_GROUP_SIMD 1
+// Bit 2i+1 set when slot i of the group at g has the tag in tag_bits's top 16 bits.
+// Slot i's tag is the upper half of dword 2i+1; the two signed-saturating packs keep each
+// dword's sign, which is the sign of its upper 16-bit compare.
+[[gnu::always_inline]] inline unsigned group_match(const std::atomic<uint64_t>* g,
+                                                   uint64_t tag_bits) noexcept {
+  const __m128i t = _mm_set1_epi16(static_cast<short>(tag_bits >> 48));
+  const auto* v = reinterpret_cast<const __m128i*>(g);
+  const __m128i a = _mm_packs_epi32(_mm_cmpeq_epi16(_mm_load_si128(v), t),
+                                    _mm_cmpeq_epi16(_mm_load_si128(v + 1), t));
+  const __m128i b = _mm_packs_epi32(_mm_cmpeq_epi16(_mm_load_si128(v + 2), t),
+                                    _mm_cmpeq_epi16(_mm_load_si128(v + 3), t));
+  return static_cast<unsigned>(_mm_movemask_epi8(_mm_packs_epi16(a, b))) & 0xAAAAu;
+}
+#endif
 void free_entry(Entry* e) noexcept { ::operator delete(static_cast<void*>(e)); }
 
 // The key bytes an entry and a Key share, from qtype to the end of the name, contiguous in
@@ -398,8 +431,22 @@ void Cache::prefetch_hash(uint64_t hash) const noexcept {
 const Entry* Cache::find(const Table* t, const Key& k) noexcept {
   const std::atomic<uint64_t>* slots = t->slots();
   const uint64_t tag = k.hash & ~kPtrMask;
-  size_t i = t->home(k.hash);
-  for (size_t n = 0; n < t->cap; ++n, i = t->next(i)) {
+  const size_t h = t->home(k.hash);
+  size_t i = h, n = 0;
+#if defined(TERN_CACHE_GROUP_SIMD)
+  // The home group first: every slot with the tag, in slot order.
+  for (unsigned m = group_match(slots + h, tag); m; m &= m - 1) {
+    const uint64_t v = slots[h + (std::countr_zero(m) >> 1)].load(std::memory_order_acquire);
+    if (live(v) && (v & ~kPtrMask) == tag && key_matches(*unpack(v), k)) return unpack(v);
+  }
+  // Linear probing never passes an empty slot, so if the home group has one, the key's
+  // sequence ends in it and the key is not cached.
+  for (size_t j = 0; j < kGroup; ++j)
+    if (slots[h + j].load(std::memory_order_acquire) == kEmpty) return nullptr;
+  i = t->next(h + kGroup - 1);
+  n = kGroup;
+#endif
+  for (; n < t->cap; ++n, i = t->next(i)) {
     const uint64_t v = slots[i].load(std::memory_order_acquire);
     if (v == kEmpty) break;
     if (!live(v) || (v & ~kPtrMask) != tag) continue;
@@ -459,37 +506,39 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
       homes[i] = tabs[i]->home(k.hash);
       __builtin_prefetch(&tabs[i]->slots()[homes[i]]);
     }
-    // 2. First tag match on each probe sequence; that entry's header and name.
+    // 2. The first slot of the home group with the key's tag; that entry's header and
+    // name. No candidate (a miss, or a key displaced past its group) and a candidate that
+    // is not the key (a tag collision, 1 in 65536 per slot) are settled by find() in 3.
     for (size_t i = 0; i < m; ++i) {
       const Key& k = *ks[i];
-      const Table* t = tabs[i];
+      const std::atomic<uint64_t>* g = tabs[i]->slots() + homes[i];
       const uint64_t tag = k.hash & ~kPtrMask;
       cand[i] = nullptr;
-      size_t x = homes[i];
-      for (size_t p = 0; p < t->cap; ++p, x = t->next(x)) {
-        const uint64_t v = t->slots()[x].load(std::memory_order_acquire);
-        if (v == kEmpty) break;
-        if (live(v) && (v & ~kPtrMask) == tag) {
-          cand[i] = unpack(v);
-          // Header and name; the second prefetch is a no-op when they share a line (a
-          // branch on the address instead measured slower: it mispredicts half the time).
-          const auto* c = reinterpret_cast<const uint8_t*>(cand[i]);
-          __builtin_prefetch(c);
-          __builtin_prefetch(c + sizeof(Entry) + k.name_len - 1);
-          // And the start of the sections (past a few TTL offsets), which render copies
-          // next: tern-bench's stage time drops ~10 ns per query with it.
-          __builtin_prefetch(c + sizeof(Entry) + k.name_len + 15);
-          break;
-        }
-      }
+#if defined(TERN_CACHE_GROUP_SIMD)
+      const unsigned mm = group_match(g, tag);
+      if (!mm) continue;
+      const uint64_t v = g[std::countr_zero(mm) >> 1].load(std::memory_order_acquire);
+#else
+      const uint64_t v = g[0].load(std::memory_order_acquire);
+#endif
+      if (!live(v) || (v & ~kPtrMask) != tag) continue;
+      cand[i] = unpack(v);
+      // Header and name; the second prefetch is a no-op when they share a line (a
+      // branch on the address instead measured slower: it mispredicts half the time).
+      const auto* c = reinterpret_cast<const uint8_t*>(cand[i]);
+      __builtin_prefetch(c);
+      __builtin_prefetch(c + sizeof(Entry) + k.name_len - 1);
+      // And the start of the sections (past a few TTL offsets), which render copies
+      // next: tern-bench's stage time drops ~10 ns per query with it.
+      __builtin_prefetch(c + sizeof(Entry) + k.name_len + 15);
     }
-    // 3. Verify. A tag collision (1 in 65536 per probed slot) falls back to the full probe.
+    // 3. Verify.
     // Counted in registers and added to the reader's slot once per call: a store per key
     // to one counter would chain every key through store-to-load forwarding.
     for (size_t i = 0; i < m; ++i) {
       const Key& k = *ks[i];
       const Entry* e = cand[i];
-      if (e && !key_matches(*e, k)) e = find(tabs[i], k);
+      if (!e || !key_matches(*e, k)) e = find(tabs[i], k);
       const Lookup::Kind kind = kind_of(e, now_s, allow_stale);
       out[base + i] = {kind == Lookup::kMiss ? nullptr : e, kind};
       hits += kind == Lookup::kHit;
@@ -847,7 +896,7 @@ Table* Cache::rebuild_locked(Shard& s, size_t want) {
   // 3/5 full after the rebuild, rebuilt again at 4/5 including tombstones: the index costs
   // about 8 / 0.7 bytes per entry, linear probes stay within a line or two, and a table
   // full of tombstones is compacted rather than grown.
-  const size_t cap = std::max(kMinSlots, (want * 5 + 2) / 3);
+  const size_t cap = (std::max(kMinSlots, (want * 5 + 2) / 3) + kGroup - 1) / kGroup * kGroup;
   Table* t = Table::create(cap);
   for (size_t i = 0; i < old->capacity(); ++i) {
     const uint64_t v = old->slots()[i].load(std::memory_order_relaxed);
@@ -893,7 +942,7 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
     s.rng ^= s.rng << 13;  // xorshift64
     s.rng ^= s.rng >> 7;
     s.rng ^= s.rng << 17;
-    return t->home(s.rng);
+    return static_cast<size_t>(((s.rng & 0xFFFFFFFFu) * cap) >> 32);
   };
   size_t steps = 4 * cap + kRun;
   size_t run = 0, hand = 0;

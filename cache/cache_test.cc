@@ -676,6 +676,55 @@ TEST_F(CacheTest, BurstLookupMatchesSingleLookups) {
   }
 }
 
+// One shard filled to its index's growth point, with holes flushed into it: many keys sit
+// past their home group (the table is 3/5 to 4/5 full), behind tombstones, or share a
+// group with absent names' tags. Every cached name must hit and every other name miss,
+// one at a time and in bursts, before and after the index grows.
+TEST(CacheIndex, EveryKeyIsFoundWhereverItWasPlaced) {
+  Config cfg;
+  cfg.max_bytes = 64u << 20;
+  cfg.shards = 1;
+  cfg.max_readers = 2;
+  Cache cache(cfg, kSeed);
+  const ReaderId r = cache.register_reader();
+  auto check = [&](int n, const char* when) {
+    std::vector<Key> keys;
+    for (int i = 0; i < n + 500; ++i) keys.push_back(query_key(cache, lab_name("g", i), wire::kTypeA));
+    std::vector<const Key*> ptrs;
+    for (const Key& k : keys) ptrs.push_back(&k);
+    std::vector<Lookup> burst(keys.size());
+    cache.lookup_burst(r, ptrs, kNow, false, burst);
+    for (int i = 0; i < n + 500; ++i) {
+      const bool cached = i < n && i % 7 != 3;  // every 7th name was flushed
+      const Lookup one = cache.lookup(r, keys[i], kNow, false);
+      ASSERT_EQ(one.kind, cached ? Lookup::kHit : Lookup::kMiss) << when << " name " << i;
+      ASSERT_EQ(burst[i].kind, one.kind) << when << " name " << i;
+      ASSERT_EQ(burst[i].entry, one.entry) << when << " name " << i;
+      if (cached) {
+        ASSERT_EQ(wire::name_to_text(one.entry->name()), lab_name("g", i)) << when;
+      }
+    }
+    cache.quiescent(r);
+  };
+  int n = 0;
+  auto fill_to = [&](int to) {
+    for (; n < to; ++n)
+      ASSERT_TRUE(cache.insert_response(a_response(lab_name("g", n), 600, 1), kNow).stored());
+    for (int i = 3; i < to; i += 7) cache.flush_name(wire::testing::encode_name(lab_name("g", i)));
+  };
+  fill_to(3000);
+  const uint64_t slots = cache.stats().total.index_slots;
+  check(3000, "first fill");
+  // Up to just before the index grows (4/5 full counting tombstones), then past it.
+  fill_to(static_cast<int>(slots * 4 / 5) - 600);
+  EXPECT_EQ(cache.stats().total.index_slots, slots);
+  check(n, "near full");
+  fill_to(n + 2000);
+  EXPECT_GT(cache.stats().total.index_slots, slots);
+  check(n, "after growth");
+  cache.unregister_reader(r);
+}
+
 TEST_F(CacheTest, StatsAreCumulativeAndNeverReset) {
   ASSERT_TRUE(cache.insert_response(a_response("s.lab.", 300, 1), kNow).stored());
   get("s.lab.", 1);
