@@ -15,7 +15,10 @@
 //   release store of a packed (tag, pointer) slot; readers load slots with acquire. Entries
 //   are immutable once published: a replace publishes a new Entry into the same slot. A
 //   reader therefore sees the old entry or the new one, never a torn one, and compares the
-//   full key before it returns a hit (the 16-bit slot tag only filters).
+//   full key before it returns a hit (the 16-bit slot tag only filters). A reader may scan
+//   a group of slots with plain vector loads to choose a candidate, but it re-loads the
+//   chosen slot with acquire and checks it before touching the entry; a stale scan only
+//   sends it down the slot-by-slot path.
 // The index itself grows or is compacted by building a new table and publishing its
 //   pointer (release); the old table is reclaimed like an entry.
 // Reclamation (QSBR): each online reader calls quiescent() once per loop iteration, and
