@@ -758,7 +758,8 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   // aimed into a TTL field would turn into another name, or garbage, as the entry ages.
   // The walk leaves rrs in message order, so their TTL fields are sorted and disjoint:
   // a run [b, e) overlaps one iff the first field ending after b starts before e.
-  for (const auto& [b, e] : name_runs) {
+  for (const auto& run : name_runs) {
+    const size_t b = run.first, e = run.second;
     const auto it = std::partition_point(rrs.begin(), rrs.end(),
                                          [b](const Rec& r) { return r.ttl_off + 4 <= b; });
     if (it != rrs.end() && it->ttl_off < e) return reject(Reject::name_reads_ttl);

@@ -192,7 +192,7 @@ class Entry {
   uint8_t neg_kind_;
   uint8_t stale_ttl_;                 // Config::stale_answer_ttl, clamped to 255 s
   mutable std::atomic<uint8_t> ref_;  // CLOCK access bit; readers: relaxed set, writer: clear
-  uint8_t spare_[3] = {};
+  [[maybe_unused]] uint8_t spare_[3] = {};
   // The key, last and in Key's order (qtype, qclass, flags, name_len, then the name at
   // data()): a lookup compares it with the Key's bytes from qtype on in one pass.
   uint16_t qtype_, qclass_;
