@@ -584,7 +584,8 @@ size_t Cache::render(const Entry& e, uint32_t now_s, bool stale, std::span<uint8
   if (out.size() < sec.size()) return 0;
   copy_sections(out.data(), sec.data(), sec.size());
   const uint32_t age = now_s > e.stored_at_ ? now_s - e.stored_at_ : 0;
-  for (size_t i = 0; i < e.n_ttls_; ++i) {
+  const size_t n_ttls = e.ttl_count();
+  for (size_t i = 0; i < n_ttls; ++i) {
     uint8_t* p = out.data() + e.ttl_offset(i);
     uint32_t v;
     if (stale) {
@@ -669,7 +670,7 @@ size_t free_slot(const Table* t, uint64_t hash) noexcept {
 
 }  // namespace
 
-static_assert(sizeof(Entry) == 32, "Entry header grew: it is paid once per cached answer");
+static_assert(sizeof(Entry) == 28, "Entry header grew: it is paid once per cached answer");
 
 struct EntryBuilder {
   static_assert(offsetof(Entry, qtype_) + 6 == sizeof(Entry) &&
@@ -693,7 +694,6 @@ struct EntryBuilder {
     e->qtype_ = k.qtype;
     e->qclass_ = k.qclass;
     e->key_flags_ = k.flags;
-    e->n_ttls_ = static_cast<uint16_t>(ttl_offs.size());
     e->sections_len_ = static_cast<uint16_t>(sections.size());
     e->ref_.store(0, std::memory_order_relaxed);
     uint8_t* d = e->data();
@@ -702,7 +702,7 @@ struct EntryBuilder {
     std::memcpy(d + k.name_len + 2 * ttl_offs.size(), sections.data(), sections.size());
     return e;
   }
-  static uint8_t* sections(Entry* e) { return e->data() + e->name_len_ + 2 * e->n_ttls_; }
+  static uint8_t* sections(Entry* e) { return e->data() + e->name_len_ + 2 * e->ttl_count(); }
 };
 
 InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s) {
@@ -849,6 +849,9 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   e->ancount_ = h.ancount;
   e->nscount_ = h.nscount;
   e->arcount_ = static_cast<uint16_t>(h.arcount - (info.opt.present ? 1 : 0));
+  // walk() checked the counts against the records, and offs holds one TTL per non-OPT
+  // record, so the counts locate the sections (Entry::ttl_count()).
+  if (e->ttl_count() != offs.size()) return reject(Reject::malformed, Status::counts_lie);
   uint8_t* sec = EntryBuilder::sections(e);
   for (uint16_t off : offs) {
     const uint32_t t = std::min(std::max(rr_ttl(wire::load32(sec + off)), cfg_.ttl_floor), rr_cap);
@@ -992,7 +995,7 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
   size_t j = s.run1;
   for (size_t n = 0; n < kRun; ++n, j = t->next(j)) {
     const uint64_t v = t->slots()[j].load(std::memory_order_relaxed);
-    if (live(v)) {  // the 32-byte header, which may straddle two lines
+    if (live(v)) {  // the 28-byte header, which may straddle two lines
       __builtin_prefetch(unpack(v));
       __builtin_prefetch(reinterpret_cast<const uint8_t*>(unpack(v)) + sizeof(Entry) - 1);
     }

@@ -141,7 +141,7 @@ enum class NegKind : uint8_t { none, nxdomain, nodata, servfail };
 const char* to_string(NegKind) noexcept;
 
 // Immutable once published. Layout: this header, then name[name_len], then
-// ttl_offsets[n_ttls] (uint16, relative to the sections start), then sections bytes
+// ttl_offsets[ttl_count()] (uint16, relative to the sections start), then sections bytes
 // (answer+authority+additional as received, OPT removed, compression pointers untouched:
 // they stay valid because the answer is rebuilt with the same 12-byte header and a
 // question of identical length).
@@ -163,9 +163,10 @@ class Entry {
   uint8_t stale_answer_ttl() const noexcept { return stale_ttl_; }
   size_t sections_len() const noexcept { return sections_len_; }
   std::span<const uint8_t> sections() const noexcept {
-    return {data() + name_len_ + 2u * n_ttls_, sections_len_};
+    return {data() + name_len_ + 2 * ttl_count(), sections_len_};
   }
-  size_t ttl_count() const noexcept { return n_ttls_; }
+  // One TTL per stored record: OPT is not stored, and no record is stored without its TTL.
+  size_t ttl_count() const noexcept { return size_t{ancount_} + nscount_ + arcount_; }
   uint16_t ttl_offset(size_t i) const noexcept {
     uint16_t v;
     std::memcpy(&v, data() + name_len_ + 2 * i, 2);
@@ -182,17 +183,17 @@ class Entry {
   const uint8_t* data() const noexcept { return reinterpret_cast<const uint8_t*>(this + 1); }
   uint8_t* data() noexcept { return reinterpret_cast<uint8_t*>(this + 1); }
 
-  // 32 bytes: every byte here is paid per cached answer.
+  // 28 bytes: every byte here is paid per cached answer (a small answer's entry then fits
+  // jemalloc's 64-byte class, one cache line).
   uint32_t stored_at_;
   uint32_t ttl_;
   uint16_t sections_len_;
-  uint16_t n_ttls_;
   uint16_t flags_;
-  uint16_t ancount_, nscount_, arcount_;
+  uint16_t ancount_, nscount_, arcount_;  // stored records; their sum is the TTL count
   uint8_t neg_kind_;
   uint8_t stale_ttl_;                 // Config::stale_answer_ttl, clamped to 255 s
   mutable std::atomic<uint8_t> ref_;  // CLOCK access bit; readers: relaxed set, writer: clear
-  [[maybe_unused]] uint8_t spare_[3] = {};
+  [[maybe_unused]] uint8_t spare_ = 0;
   // The key, last and in Key's order (qtype, qclass, flags, name_len, then the name at
   // data()): a lookup compares it with the Key's bytes from qtype on in one pass.
   uint16_t qtype_, qclass_;
