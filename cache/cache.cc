@@ -207,7 +207,14 @@ using detail::kGroup;
 // Readers scan a group with vector loads only to pick a candidate slot; the slot is then
 // loaded again atomically (acquire) and checked. ThreadSanitizer would see the vector load
 // as a plain read racing the writer, so its build takes the slot-by-slot path.
-#if defined(__SSE2__) && !defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_THREAD__)  // GCC
+#define TERN_CACHE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)  // clang
+#define TERN_CACHE_TSAN 1
+#endif
+#endif
+#if defined(__SSE2__) && !defined(TERN_CACHE_TSAN)
 #define TERN_CACHE_GROUP_SIMD 1
 // Bit 2i+1 set when slot i of the group at g has the tag in tag_bits's top 16 bits.
 // Slot i's tag is the upper half of dword 2i+1; the two signed-saturating packs keep each
