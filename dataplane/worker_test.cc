@@ -21,6 +21,7 @@ namespace {
 
 using test::Bytes;
 using test::QuerySpec;
+using test::v6spec;
 
 rte_mempool* pool() {
   static rte_mempool* mp = [] {
@@ -50,14 +51,6 @@ rte_mbuf* mbuf(const Bytes& f) {
 Bytes bytes(const rte_mbuf* m) {
   const uint8_t* p = rte_pktmbuf_mtod(m, const uint8_t*);
   return Bytes(p, p + rte_pktmbuf_data_len(m));
-}
-
-QuerySpec v6spec() {
-  QuerySpec s;
-  s.v6 = true;
-  s.src = "2001:2::100";
-  s.dst = "2001:2::53";
-  return s;
 }
 
 struct WorkerTest : ::testing::Test {
