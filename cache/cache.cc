@@ -435,7 +435,17 @@ void Cache::prefetch_hash(uint64_t hash) const noexcept {
   __builtin_prefetch(&t->slots()[t->home(hash)]);
 }
 
-const Entry* Cache::find(const Table* t, const Key& k) noexcept {
+namespace {
+inline bool tagged(uint64_t v, uint64_t tag) noexcept { return live(v) && (v & ~kPtrMask) == tag; }
+
+// The slot on k's probe sequence that holds k, and the value read from it (what a reader
+// must use: the slot may change right after); slot == SIZE_MAX if k is not in the table.
+// Readers and the writer (under its lock) both probe this way.
+struct Probe {
+  size_t slot;
+  uint64_t v;
+};
+Probe probe(const Table* t, const Key& k) noexcept {
   const std::atomic<uint64_t>* slots = t->slots();
   const uint64_t tag = k.hash & ~kPtrMask;
   const size_t h = t->home(k.hash);
@@ -443,24 +453,29 @@ const Entry* Cache::find(const Table* t, const Key& k) noexcept {
 #if defined(TERN_CACHE_GROUP_SIMD)
   // The home group first: every slot with the tag, in slot order.
   for (unsigned m = group_match(slots + h, tag); m; m &= m - 1) {
-    const uint64_t v = slots[h + (std::countr_zero(m) >> 1)].load(std::memory_order_acquire);
-    if (live(v) && (v & ~kPtrMask) == tag && key_matches(*unpack(v), k)) return unpack(v);
+    const size_t at = h + (std::countr_zero(m) >> 1);
+    const uint64_t v = slots[at].load(std::memory_order_acquire);
+    if (tagged(v, tag) && key_matches(*unpack(v), k)) return {at, v};
   }
   // Linear probing never passes an empty slot, so if the home group has one, the key's
-  // sequence ends in it and the key is not cached.
+  // sequence ends in it and the key is not in the table.
   for (size_t j = 0; j < kGroup; ++j)
-    if (slots[h + j].load(std::memory_order_acquire) == kEmpty) return nullptr;
+    if (slots[h + j].load(std::memory_order_acquire) == kEmpty) return {SIZE_MAX, 0};
   i = t->next(h + kGroup - 1);
   n = kGroup;
 #endif
   for (; n < t->cap; ++n, i = t->next(i)) {
     const uint64_t v = slots[i].load(std::memory_order_acquire);
     if (v == kEmpty) break;
-    if (!live(v) || (v & ~kPtrMask) != tag) continue;
-    const Entry* e = unpack(v);
-    if (key_matches(*e, k)) return e;  // the tag only filters; the full key decides
+    if (tagged(v, tag) && key_matches(*unpack(v), k)) return {i, v};  // the tag only filters
   }
-  return nullptr;
+  return {SIZE_MAX, 0};
+}
+}  // namespace
+
+const Entry* Cache::find(const Table* t, const Key& k) noexcept {
+  const Probe p = probe(t, k);
+  return p.slot == SIZE_MAX ? nullptr : unpack(p.v);
 }
 
 [[gnu::always_inline]] inline Lookup::Kind Cache::kind_of(const Entry* e, uint32_t now_s,
@@ -528,7 +543,7 @@ size_t Cache::lookup_burst(ReaderId r, std::span<const Key* const> keys, uint32_
 #else
       const uint64_t v = g[0].load(std::memory_order_acquire);
 #endif
-      if (!live(v) || (v & ~kPtrMask) != tag) continue;
+      if (!tagged(v, tag)) continue;
       cand[i] = unpack(v);
       // Header and name; the second prefetch is a no-op when they share a line (a
       // branch on the address instead measured slower: it mispredicts half the time).
@@ -650,18 +665,6 @@ namespace {
 
 size_t entry_size(const Entry& e) noexcept {
   return Cache::entry_bytes(e.name().size(), e.ttl_count(), e.sections_len());
-}
-
-// Writer-side probe: slot index holding key k, or SIZE_MAX.
-size_t find_slot(const Table* t, const Key& k) noexcept {
-  const uint64_t tag = k.hash & ~kPtrMask;
-  size_t i = t->home(k.hash);
-  for (size_t n = 0; n < t->cap; ++n, i = t->next(i)) {
-    const uint64_t v = t->slots()[i].load(std::memory_order_relaxed);
-    if (v == kEmpty) break;
-    if (live(v) && (v & ~kPtrMask) == tag && key_matches(*unpack(v), k)) return i;
-  }
-  return SIZE_MAX;
 }
 
 // First empty or tombstone slot on k's probe sequence. The table is never full (live +
@@ -869,7 +872,7 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   Shard& s = shard_for(key.hash);
   std::lock_guard lk(s.mu);
   Table* t = s.table.load(std::memory_order_relaxed);
-  const size_t at = find_slot(t, key);
+  const size_t at = probe(t, key).slot;
   InsertResult res{InsertResult::kInserted, Reject::none, Status::ok};
   if (at != SIZE_MAX) {
     Entry* old = unpack(t->slots()[at].load(std::memory_order_relaxed));
