@@ -43,10 +43,7 @@ std::string Cache::key(const dns::Name& name, uint16_t type, EntryKind kind) {
 const std::string& Cache::lookup_key(const dns::Name& name, uint16_t type, EntryKind kind) {
   const std::string& w = name.wire();
   kbuf_.resize(w.size() + 3);
-  for (size_t i = 0; i < w.size(); ++i) {
-    char c = w[i];
-    kbuf_[i] = c >= 'A' && c <= 'Z' ? char(c + ('a' - 'A')) : c;
-  }
+  for (size_t i = 0; i < w.size(); ++i) kbuf_[i] = char(dns::fold(uint8_t(w[i])));
   if (kind == EntryKind::nxdomain) type = 0;
   kbuf_[w.size()] = char(type >> 8);
   kbuf_[w.size() + 1] = char(type & 0xff);

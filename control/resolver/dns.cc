@@ -4,15 +4,9 @@
 
 namespace tern::control::dns {
 
-namespace {
-// ASCII only (RFC 4343 §3): what std::tolower does in the "C" locale, without the call.
-inline uint8_t fold(uint8_t c) { return c >= 'A' && c <= 'Z' ? uint8_t(c + ('a' - 'A')) : c; }
-}  // namespace
-
 std::string lower(std::string_view wire) {
   std::string out(wire);
-  for (auto& c : out)
-    if (c >= 'A' && c <= 'Z') c = char(c + ('a' - 'A'));
+  for (auto& c : out) c = char(fold(uint8_t(c)));
   return out;
 }
 
@@ -85,9 +79,8 @@ Name Name::suffix(unsigned nlabels) const {
 
 bool Name::equals(const Name& o) const {
   if (wire_.size() != o.wire_.size()) return false;
-  for (size_t i = 0; i < wire_.size(); ++i)
-    if (fold(uint8_t(wire_[i])) != fold(uint8_t(o.wire_[i]))) return false;
-  return true;
+  return equal_folded(reinterpret_cast<const uint8_t*>(wire_.data()),
+                      reinterpret_cast<const uint8_t*>(o.wire_.data()), wire_.size());
 }
 
 bool Name::under(const Name& zone) const {
@@ -96,9 +89,8 @@ bool Name::under(const Name& zone) const {
   size_t i = 0;
   while (wire_.size() - i > zone.wire_.size()) i += 1 + uint8_t(wire_[i]);
   if (wire_.size() - i != zone.wire_.size()) return false;
-  for (size_t j = 0; j < zone.wire_.size(); ++j)
-    if (fold(uint8_t(wire_[i + j])) != fold(uint8_t(zone.wire_[j]))) return false;
-  return true;
+  return equal_folded(reinterpret_cast<const uint8_t*>(wire_.data()) + i,
+                      reinterpret_cast<const uint8_t*>(zone.wire_.data()), zone.wire_.size());
 }
 
 Name owner(const ldns_rr* rr) { return Name::from_rdf(ldns_rr_owner(rr)); }
@@ -135,11 +127,7 @@ bool same_owner(const ldns_rr* a, const ldns_rr* b) {
   size_t la = 0, lb = 0;
   const uint8_t* x = wire(a, la);
   const uint8_t* y = wire(b, lb);
-  if (la != lb) return false;
-  for (size_t i = 0; i < la; ++i) {
-    if (fold(x[i]) != fold(y[i])) return false;
-  }
-  return true;
+  return la == lb && equal_folded(x, y, la);
 }
 
 }  // namespace

@@ -50,6 +50,14 @@ class Name {
   std::string wire_;
 };
 
+// ASCII case folding (RFC 4343 §3: DNS names compare without case, ASCII only): what
+// std::tolower does in the "C" locale, without the call.
+inline uint8_t fold(uint8_t c) { return c >= 'A' && c <= 'Z' ? uint8_t(c + ('a' - 'A')) : c; }
+inline bool equal_folded(const uint8_t* a, const uint8_t* b, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (fold(a[i]) != fold(b[i])) return false;
+  return true;
+}
 std::string lower(std::string_view wire);
 Name owner(const ldns_rr* rr);
 std::string type_text(uint16_t type);

@@ -142,14 +142,14 @@ class Renderer {
     uint32_t h = 0;
     for (unsigned k = n; k-- > 0;) {
       const uint8_t* l = w + starts[k];
-      for (size_t j = 0; j <= l[0]; ++j) h = (h ^ lower(l[j])) * 16777619u;
+      for (size_t j = 0; j <= l[0]; ++j) h = (h ^ dns::fold(l[j])) * 16777619u;
       hashes[k] = h;
     }
     for (unsigned k = 0; k < n; ++k) {
       const uint8_t* suf = w + starts[k];
       size_t slen = len - starts[k];
       for (const Entry& e : table_) {
-        if (e.hash == hashes[k] && e.len == slen && same(e.name, suf, slen)) {
+        if (e.hash == hashes[k] && e.len == slen && dns::equal_folded(e.name, suf, slen)) {
           out_.push_back(uint8_t(0xc0 | e.offset >> 8));
           out_.push_back(uint8_t(e.offset));
           return;
@@ -192,12 +192,6 @@ class Renderer {
     uint32_t hash;
     uint16_t offset;
   };
-  static uint8_t lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? uint8_t(c + 32) : c; }
-  static bool same(const uint8_t* a, const uint8_t* b, size_t len) {
-    for (size_t i = 0; i < len; ++i)
-      if (lower(a[i]) != lower(b[i])) return false;
-    return true;
-  }
 
   std::vector<uint8_t>& out_;
   std::vector<Entry> table_;

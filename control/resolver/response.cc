@@ -18,8 +18,6 @@ std::vector<dns::RrList> in_zone(const ldns_rr_list* section, const dns::Name& z
   return out;
 }
 
-uint8_t fold(uint8_t c) { return c >= 'A' && c <= 'Z' ? uint8_t(c + ('a' - 'A')) : c; }
-
 // dns::owner(rr).equals(name) without building the owner.
 bool owner_is(const ldns_rr* rr, const dns::Name& name) {
   const ldns_rdf* o = ldns_rr_owner(rr);
@@ -27,10 +25,7 @@ bool owner_is(const ldns_rr* rr, const dns::Name& name) {
   if (!o || ldns_rdf_get_type(o) != LDNS_RDF_TYPE_DNAME || ldns_rdf_size(o) == 0)
     return name.is_root();
   if (ldns_rdf_size(o) != w.size()) return false;
-  const uint8_t* d = ldns_rdf_data(o);
-  for (size_t i = 0; i < w.size(); ++i)
-    if (fold(d[i]) != fold(uint8_t(w[i]))) return false;
-  return true;
+  return dns::equal_folded(ldns_rdf_data(o), reinterpret_cast<const uint8_t*>(w.data()), w.size());
 }
 
 dns::RrList* find(std::vector<dns::RrList>& sets, const dns::Name& name, uint16_t type) {
