@@ -22,11 +22,7 @@ std::vector<uint8_t> query(const char* qname, ldns_rr_type type, int edns_size =
     ldns_pkt_set_edns_version(p, version);
     ldns_pkt_set_edns_do(p, true);  // forces the OPT even with odd sizes
   }
-  uint8_t* buf = nullptr;
-  size_t len = 0;
-  EXPECT_EQ(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
-  std::vector<uint8_t> v(buf, buf + len);
-  free(buf);
+  std::vector<uint8_t> v = wire_of(p);
   ldns_pkt_free(p);
   return v;
 }
@@ -199,12 +195,7 @@ std::vector<uint8_t> ldns_reference(const Query& q, const Answer& a, uint16_t ou
     ldns_pkt_set_edns_do(p, q.do_bit);
     ldns_pkt_set_edns_extended_rcode(p, uint8_t(a.rcode >> 4));
   }
-  uint8_t* buf = nullptr;
-  size_t len = 0;
-  EXPECT_EQ(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
-  std::vector<uint8_t> out(buf, buf + len);
-  free(buf);
-  return out;
+  return wire_of(p);
 }
 
 TEST(AnswerReply, RendersTheSameBytesAsLdns) {

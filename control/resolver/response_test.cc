@@ -26,15 +26,6 @@ struct ReplyWire {
   std::vector<uint8_t> bytes;
 };
 
-std::vector<uint8_t> wire_of(const ldns_pkt* p) {
-  uint8_t* buf = nullptr;
-  size_t len = 0;
-  EXPECT_EQ(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
-  std::vector<uint8_t> v(buf, buf + len);
-  free(buf);
-  return v;
-}
-
 class CheckReply : public ::testing::Test {
  protected:
   void SetUp() override {

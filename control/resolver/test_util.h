@@ -51,6 +51,16 @@ inline dns::Pkt reply(const std::string& qname, ldns_rr_type qtype, bool aa, ldn
   return dns::Pkt(p);
 }
 
+// The packet in wire format, as ldns renders it.
+inline std::vector<uint8_t> wire_of(const ldns_pkt* p) {
+  uint8_t* buf = nullptr;
+  size_t len = 0;
+  EXPECT_EQ(ldns_pkt2wire(&buf, p, &len), LDNS_STATUS_OK);
+  std::vector<uint8_t> v(buf, buf + len);
+  free(buf);
+  return v;
+}
+
 inline std::string text(const ldns_rr_list* l) {
   char* s = ldns_rr_list2str(l);
   std::string out = s ? s : "";
