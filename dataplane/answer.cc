@@ -191,7 +191,8 @@ size_t build_answer(uint8_t* f, size_t cap, const Query& q, const cache::Entry& 
     // offset of the sections is rotated by 8, as its bytes sit in the other halves of the words.
     const uint8_t* src = e.sections().data();
     uint64_t body = csum_fold(csum_acc(0, src, n));
-    for (size_t i = 0; i < e.ttl_count(); ++i) {
+    const size_t n_ttls = e.ttl_count();  // a sum of three header fields: once, not per record
+    for (size_t i = 0; i < n_ttls; ++i) {
       const uint16_t at = e.ttl_offset(i);
       uint32_t now_ttl, was;
       std::memcpy(&now_ttl, sec + at, 4);  // same width as render's store: forwarded
