@@ -324,17 +324,43 @@ uint64_t random_seed() {
 
 Cache::Cache(const Config& cfg) : Cache(cfg, random_seed()) {}
 
+bool Cache::set_limits(const Limits& l, std::string* error) {
+  const size_t shards = size_t{shard_mask_} + 1;
+  const size_t min_budget = Table::bytes(kMinSlots) + 4096;
+  if (l.max_bytes / shards < min_budget) {
+    if (error)
+      *error = "cache: max_bytes " + std::to_string(l.max_bytes) + " is too small for " + std::to_string(shards) +
+               " shards; give at least " + std::to_string(min_budget * shards);
+    return false;
+  }
+  constexpr auto r = std::memory_order_relaxed;
+  max_bytes_.store(l.max_bytes, r);
+  shard_budget_.store(l.max_bytes / shards, r);
+  ttl_floor_.store(l.ttl_floor, r);
+  ttl_cap_.store(l.ttl_cap, r);
+  neg_ttl_cap_.store(l.neg_ttl_cap, r);
+  servfail_ttl_.store(l.servfail_ttl, r);
+  stale_window_.store(l.stale_window, r);
+  stale_answer_ttl_.store(l.stale_answer_ttl, r);
+  return true;
+}
+
+Cache::Limits Cache::limits() const noexcept {
+  constexpr auto r = std::memory_order_relaxed;
+  return {max_bytes_.load(r),    ttl_floor_.load(r),    ttl_cap_.load(r),         neg_ttl_cap_.load(r),
+          servfail_ttl_.load(r), stale_window_.load(r), stale_answer_ttl_.load(r)};
+}
+
 Cache::Cache(const Config& cfg, uint64_t seed) : cfg_(cfg), hasher_(seed) {
   if (cfg_.max_readers == 0) throw std::invalid_argument("cache: max_readers must be at least 1");
   const unsigned shards = std::bit_ceil(std::clamp(cfg_.shards, 1u, 256u));
   cfg_.shards = shards;
   shard_mask_ = shards - 1;
-  shard_budget_ = cfg_.max_bytes / shards;
-  if (shard_budget_ < Table::bytes(kMinSlots) + 4096)
-    throw std::invalid_argument("cache: max_bytes " + std::to_string(cfg_.max_bytes) +
-                                " is too small for " + std::to_string(shards) +
-                                " shards; give at least " +
-                                std::to_string((Table::bytes(kMinSlots) + 4096) * shards));
+  std::string err;
+  if (!set_limits({cfg_.max_bytes, cfg_.ttl_floor, cfg_.ttl_cap, cfg_.neg_ttl_cap, cfg_.servfail_ttl,
+                   cfg_.stale_window, cfg_.stale_answer_ttl},
+                  &err))
+    throw std::invalid_argument(err);
   for (unsigned i = 0; i < shards; ++i) {
     auto s = std::make_unique<Shard>();
     Table* t = Table::create(kMinSlots);
@@ -814,26 +840,27 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
       soa_min = rr_ttl(wire::load32(msg.data() + r.end - 4));  // MINIMUM, RFC 2308 4
     }
   }
+  const Limits lim = limits();
   NegKind neg;
   uint32_t ttl;
   uint32_t rr_cap;  // every stored RR TTL is clamped to this
   if (rcode == wire::kRcodeServFail) {
     neg = NegKind::servfail;
-    ttl = cfg_.servfail_ttl;
+    ttl = lim.servfail_ttl;
     rr_cap = ttl;
   } else if (rcode == wire::kRcodeNXDomain || h.ancount == 0) {
     // RFC 2308 5: the negative TTL is min(SOA TTL, SOA MINIMUM); without an SOA the
     // answer must not be cached.
     neg = rcode == wire::kRcodeNXDomain ? NegKind::nxdomain : NegKind::nodata;
     if (!have_soa) return reject(Reject::negative_without_soa);
-    ttl = std::min({soa_ttl, soa_min, cfg_.neg_ttl_cap});
+    ttl = std::min({soa_ttl, soa_min, lim.neg_ttl_cap});
     if (h.ancount) ttl = std::min(ttl, ans_min);  // a CNAME chain ending in NXDOMAIN
-    ttl = std::min(std::max(ttl, cfg_.ttl_floor), cfg_.neg_ttl_cap);
+    ttl = std::min(std::max(ttl, lim.ttl_floor), lim.neg_ttl_cap);
     rr_cap = ttl;
   } else {
     neg = NegKind::none;
-    ttl = std::min(std::max(ans_min, cfg_.ttl_floor), cfg_.ttl_cap);
-    rr_cap = cfg_.ttl_cap;
+    ttl = std::min(std::max(ans_min, lim.ttl_floor), lim.ttl_cap);
+    rr_cap = lim.ttl_cap;
   }
   if (ttl == 0) return reject(Reject::zero_ttl);
 
@@ -842,7 +869,7 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   for (const Rec& r : rrs) offs.push_back(static_cast<uint16_t>(r.ttl_off - sec_off));
 
   const size_t bytes = entry_bytes(key.name_len, offs.size(), sec_len);
-  if (bytes + Table::bytes(kMinSlots) > shard_budget_) return reject(Reject::no_memory);
+  if (bytes + Table::bytes(kMinSlots) > lim.max_bytes / (shard_mask_ + 1)) return reject(Reject::no_memory);
 
   // 4. Build the immutable entry before taking the lock.
   struct FreeEntry {
@@ -853,7 +880,7 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   Entry* e = owned.get();
   e->stored_at_ = now_s;
   e->ttl_ = ttl;
-  e->stale_ttl_ = static_cast<uint8_t>(std::min<uint32_t>(cfg_.stale_answer_ttl, 255));
+  e->stale_ttl_ = static_cast<uint8_t>(std::min<uint32_t>(lim.stale_answer_ttl, 255));
   e->neg_kind_ = static_cast<uint8_t>(neg);
   e->flags_ = static_cast<uint16_t>(h.flags & ~wire::kFlagTC);
   e->ancount_ = h.ancount;
@@ -864,7 +891,7 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   if (e->ttl_count() != offs.size()) return reject(Reject::malformed, Status::counts_lie);
   uint8_t* sec = EntryBuilder::sections(e);
   for (uint16_t off : offs) {
-    const uint32_t t = std::min(std::max(rr_ttl(wire::load32(sec + off)), cfg_.ttl_floor), rr_cap);
+    const uint32_t t = std::min(std::max(rr_ttl(wire::load32(sec + off)), lim.ttl_floor), rr_cap);
     wire::store32(sec + off, t);
   }
 
@@ -964,7 +991,7 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
   constexpr size_t kSpared = 32;
   const Entry* spared[kSpared];
   size_t n_spared = 0;
-  while (s.bytes > shard_budget_ && steps-- > 0) {
+  while (s.bytes > shard_budget_.load(std::memory_order_relaxed) && steps-- > 0) {
     if (run == 0) {
       // The first run of a write starts where the previous write prefetched.
       hand = !evicted && s.run1 < cap ? s.run1 : random_pos();
@@ -1000,7 +1027,7 @@ void Cache::evict_locked(Shard& s, uint32_t now_s, const Entry* keep) {
   // Near the budget the next write will evict too: stage its runs. run2's index lines
   // were prefetched by the previous write, so reading them now costs little; prefetch
   // the entries they point at, and the index lines of a new run2.
-  if (s.bytes + s.bytes / 64 < shard_budget_ || s.run1 < cap) return;
+  if (s.bytes + s.bytes / 64 < shard_budget_.load(std::memory_order_relaxed) || s.run1 < cap) return;
   s.run1 = s.run2 < cap ? s.run2 : random_pos();
   size_t j = s.run1;
   for (size_t n = 0; n < kRun; ++n, j = t->next(j)) {
@@ -1085,7 +1112,7 @@ bool Cache::dump(const std::function<void(const EntryInfo&)>& fn) const {
 
 Stats Cache::stats() const {
   Stats st;
-  st.max_bytes = cfg_.max_bytes;
+  st.max_bytes = max_bytes_.load(std::memory_order_relaxed);
   for (const auto& sp : shards_) {
     const Shard& s = *sp;
     ShardStats x;

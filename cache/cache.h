@@ -44,6 +44,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "wire/wire.h"
@@ -299,7 +300,20 @@ class Cache {
   Cache& operator=(const Cache&) = delete;
 
   const Hasher& hasher() const noexcept { return hasher_; }
+  // The construction-time config; the limits below may have changed since (limits()).
   const Config& config() const noexcept { return cfg_; }
+
+  // Limits that change at run time (tern-control pushes [cache] and [dataplane] cache-bytes).
+  // Any thread may set them; the TTL rules apply to answers stored from then on, the stale
+  // window and the byte budget at once (a smaller budget evicts on the following writes).
+  // False, and nothing changed, when max_bytes is too small for the shards.
+  struct Limits {
+    size_t max_bytes;
+    uint32_t ttl_floor, ttl_cap, neg_ttl_cap, servfail_ttl, stale_window, stale_answer_ttl;
+    bool operator==(const Limits&) const = default;
+  };
+  bool set_limits(const Limits&, std::string* error);
+  Limits limits() const noexcept;
 
   // ---- readers ----
   // register_reader() returns a slot index, online. Throws std::runtime_error when all
@@ -368,7 +382,7 @@ class Cache {
   }
   // SERVFAIL entries are never served stale (RFC 8767 is about answers, not failures).
   uint32_t stale_window_for(const Entry& e) const noexcept {
-    return e.neg_kind_ == static_cast<uint8_t>(NegKind::servfail) ? 0 : cfg_.stale_window;
+    return e.neg_kind_ == static_cast<uint8_t>(NegKind::servfail) ? 0 : stale_window_.load(std::memory_order_relaxed);
   }
   static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -390,7 +404,10 @@ class Cache {
   Config cfg_;
   Hasher hasher_;
   unsigned shard_mask_;
-  size_t shard_budget_;
+  // Run-time limits (set_limits): written by any thread, read relaxed by the writer's insert
+  // and, for the stale window, by readers; a reader may see the old or the new value.
+  std::atomic<size_t> shard_budget_, max_bytes_;
+  std::atomic<uint32_t> ttl_floor_, ttl_cap_, neg_ttl_cap_, servfail_ttl_, stale_window_, stale_answer_ttl_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::unique_ptr<ReaderSlot[]> readers_;
   mutable std::atomic<uint64_t> epoch_{1};

@@ -184,65 +184,43 @@ std::optional<Endpoint> parse_endpoint(std::string_view text, uint16_t default_p
   return e;
 }
 
+// One prefix parser for both processes (proto/prefix.h); this adds the socket form.
 std::optional<Prefix> parse_prefix(std::string_view text, std::string& err) {
-  text = trim(text);
-  std::string host(text);
-  std::optional<uint64_t> len;
-  if (size_t slash = text.find('/'); slash != std::string_view::npos) {
-    host = std::string(text.substr(0, slash));
-    uint64_t l = 0;
-    if (!parse_u64(text.substr(slash + 1), l)) {
-      err = "'" + std::string(text) + "': prefix length '" +
-            std::string(text.substr(slash + 1)) + "' is not a number";
-      return std::nullopt;
-    }
-    len = l;
-  }
-  Prefix p;
-  unsigned char bytes[16] = {};
-  size_t nbytes = 0;
-  int family = 0;
-  if (inet_pton(AF_INET, host.c_str(), bytes) == 1) {
-    family = AF_INET;
-    nbytes = 4;
-  } else if (inet_pton(AF_INET6, host.c_str(), bytes) == 1) {
-    family = AF_INET6;
-    nbytes = 16;
-  } else {
-    err = "'" + host + "' is not an IPv4 or IPv6 address";
-    return std::nullopt;
-  }
-  unsigned maxlen = static_cast<unsigned>(nbytes * 8);
-  if (!len) len = maxlen;
-  if (*len > maxlen) {
-    err = "'" + std::string(text) + "': prefix length " + std::to_string(*len) +
-          " is longer than " + std::to_string(maxlen);
-    return std::nullopt;
-  }
-  p.len = static_cast<unsigned>(*len);
-  unsigned char masked[16] = {};
-  for (size_t i = 0; i < nbytes; ++i) {
-    unsigned bits = p.len > i * 8 ? std::min(8u, p.len - static_cast<unsigned>(i * 8)) : 0;
-    unsigned char mask = bits ? static_cast<unsigned char>(0xff << (8 - bits)) : 0;
-    masked[i] = bytes[i] & mask;
-  }
-  char buf[INET6_ADDRSTRLEN] = {};
-  inet_ntop(family, masked, buf, sizeof buf);
-  std::string canonical = std::string(buf) + "/" + std::to_string(p.len);
-  if (std::memcmp(masked, bytes, nbytes) != 0) {
-    err = "'" + std::string(text) + "' has host bits set; did you mean " + canonical + "?";
-    return std::nullopt;
-  }
-  if (family == AF_INET) {
-    auto* s = reinterpret_cast<sockaddr_in*>(&p.net);
-    s->sin_family = AF_INET;
-    std::memcpy(&s->sin_addr, masked, 4);
-  } else {
-    auto* s = reinterpret_cast<sockaddr_in6*>(&p.net);
+  auto p = proto::parse_prefix(text, &err);
+  if (!p) return std::nullopt;
+  Prefix out;
+  out.len = p->len;
+  out.text = p->text();
+  if (p->v6) {
+    auto* s = reinterpret_cast<sockaddr_in6*>(&out.net);
     s->sin6_family = AF_INET6;
-    std::memcpy(&s->sin6_addr, masked, 16);
+    std::memcpy(&s->sin6_addr, p->addr.data(), 16);
+  } else {
+    auto* s = reinterpret_cast<sockaddr_in*>(&out.net);
+    s->sin_family = AF_INET;
+    std::memcpy(&s->sin_addr, p->addr.data(), 4);
   }
-  p.text = canonical;
+  return out;
+}
+
+proto::Policy dataplane_policy(const Config& c) {
+  proto::Policy p;
+  p.generation = c.generation;
+  for (const Prefix& a : c.allow) {
+    std::string err;
+    if (auto pp = proto::parse_prefix(a.text, &err)) p.allow.push_back(*pp);  // a.text is canonical
+  }
+  p.refuse_outside = c.dp_refuse_outside;
+  p.miss_rate = c.dp_miss_rate;
+  p.miss_burst = c.dp_miss_burst;
+  p.stale_on_limit = c.dp_stale_on_limit && c.serve_stale;
+  p.cache.max_bytes = c.dp_cache_bytes;
+  p.cache.ttl_floor = c.ttl_floor;
+  p.cache.ttl_cap = c.ttl_cap;
+  p.cache.neg_ttl_cap = c.neg_ttl_cap;
+  p.cache.servfail_ttl = c.servfail_ttl;
+  p.cache.stale_window = c.serve_stale ? c.stale_window : 0;
+  p.cache.stale_answer_ttl = c.stale_answer_ttl;
   return p;
 }
 

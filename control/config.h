@@ -6,6 +6,8 @@
 // failed parse or apply leaves the running Config untouched.
 #pragma once
 
+#include "proto/policy.h"
+
 #include <sys/socket.h>
 
 #include <cstddef>
@@ -72,6 +74,11 @@ struct Config {
   bool serve_stale = true;
   uint32_t stale_window = 86400, stale_answer_ttl = 30;
   bool prefetch = true;
+  // [dataplane] (dataplane_policy() turns these, [server] allow and [cache] into the push)
+  bool dp_refuse_outside = true;
+  unsigned dp_miss_rate = 2000, dp_miss_burst = 500;
+  bool dp_stale_on_limit = true;
+  size_t dp_cache_bytes = 64u << 20;
   // [health] (control/health.h: what each check means)
   std::vector<Endpoint> health_http_listen;  // /metrics /healthz /readyz; empty: no HTTP
   std::string health_probe;                  // "NAME TYPE" injected into the dataplane; empty: off
@@ -122,6 +129,10 @@ std::string render_config(const Config&);
 // `next`. Those fields in `next` are reset to the running values, so a reload applies the rest
 // and the daemon keeps behaving as its sockets and files say until the next restart.
 std::vector<std::string> keep_restart_only(const Config& running, Config& next);
+
+// The policy tern-control pushes to tern-dataplane for this config: [server] allow,
+// [dataplane], and [cache]'s TTL and stale rules (serve-stale = no pushes a zero stale window).
+proto::Policy dataplane_policy(const Config&);
 
 // Parsers shared with ternctl and tests; nullopt with `err` set when the text is invalid.
 // An endpoint without a port gets `default_port`. Accepted: 198.18.0.1, 198.18.0.1:53,

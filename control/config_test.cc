@@ -26,6 +26,7 @@
 
 namespace fs = std::filesystem;
 using namespace tern::control;
+namespace proto = tern::proto;
 
 namespace {
 
@@ -509,14 +510,16 @@ TEST(Docs, ConfigReferenceIsUpToDate) {
 }
 
 // The management socket: mode 0600, framing, unknown verbs, one daemon per socket.
+constexpr proto::VerbSpec kTestVerbs[] = {{"echo", "echo WORDS", "repeats its words"}, {"boom", "boom", "fails"}};
+
 TEST_F(ConfigTest, ManagementSocketFramingAndPermissions) {
   EventLoop loop;
-  MgmtServer mgmt(loop);
+  MgmtServer mgmt(loop, kTestVerbs);
   std::string path = dir_ + "/run/ctl.sock";  // directory does not exist yet
-  mgmt.on("echo", "echo WORDS", [](const std::vector<std::string>& a, MgmtReply& r) {
+  mgmt.on("echo", [](const std::vector<std::string>& a, MgmtReply& r) {
     for (size_t i = 1; i < a.size(); ++i) r.line(a[i]);
   });
-  mgmt.on("boom", "boom", [](const std::vector<std::string>&, MgmtReply& r) {
+  mgmt.on("boom", [](const std::vector<std::string>&, MgmtReply& r) {
     r.line("partial");
     r.fail("it broke\nbadly");
   });
@@ -536,14 +539,14 @@ TEST_F(ConfigTest, ManagementSocketFramingAndPermissions) {
                          [&](const MgmtResult& r) { async_missing = r, ++async_done; });
 
   std::thread t([&] { loop.run(); });
-  auto ok = mgmt_request(path, "echo a b", std::chrono::seconds(5));
-  auto err = mgmt_request(path, "boom", std::chrono::seconds(5));
-  auto unknown = mgmt_request(path, "nope", std::chrono::seconds(5));
+  auto ok = proto::request(path, "echo a b", std::chrono::seconds(5));
+  auto err = proto::request(path, "boom", std::chrono::seconds(5));
+  auto unknown = proto::request(path, "nope", std::chrono::seconds(5));
   for (int i = 0; i < 500 && async_done < 2; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   loop.stop();
   t.join();
-  MgmtServer second(loop);
+  MgmtServer second(loop, kTestVerbs);
 
   ASSERT_EQ(async_done.load(), 2);
   EXPECT_EQ(async_ok.status, MgmtResult::Status::ok) << async_ok.message;
@@ -556,14 +559,14 @@ TEST_F(ConfigTest, ManagementSocketFramingAndPermissions) {
   EXPECT_EQ(err.body, "partial\n");
   EXPECT_EQ(err.message, "it broke badly");
   EXPECT_EQ(unknown.status, MgmtResult::Status::err);
-  EXPECT_NE(unknown.message.find("verbs: boom echo"), std::string::npos) << unknown.message;
+  EXPECT_NE(unknown.message.find("verbs: echo boom"), std::string::npos) << unknown.message;
 
   // A live socket is never stolen by a second daemon.
   auto again = second.open(path);
   ASSERT_TRUE(again);
   EXPECT_NE(again->find("already"), std::string::npos) << *again;
 
-  auto gone = mgmt_request(dir_ + "/absent.sock", "status", std::chrono::seconds(1));
+  auto gone = proto::request(dir_ + "/absent.sock", "status", std::chrono::seconds(1));
   EXPECT_EQ(gone.status, MgmtResult::Status::not_running);
 }
 
@@ -590,9 +593,9 @@ TEST_F(ConfigTest, AbandonedAsyncRequestNeverCallsBack) {
   std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", mute_path.c_str());
   ASSERT_EQ(bind(mute, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
   ASSERT_EQ(listen(mute, 8), 0);
-  MgmtServer mgmt(loop);
+  MgmtServer mgmt(loop, kTestVerbs);
   std::string path = dir_ + "/ctl.sock";
-  mgmt.on("echo", "echo WORDS", [](const std::vector<std::string>& a, MgmtReply& r) {
+  mgmt.on("echo", [](const std::vector<std::string>& a, MgmtReply& r) {
     for (size_t i = 1; i < a.size(); ++i) r.line(a[i]);
   });
   ASSERT_EQ(mgmt.open(path), std::nullopt);

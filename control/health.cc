@@ -15,17 +15,11 @@
 #include <sstream>
 
 #include "control/mgmt.h"
+#include "proto/counters.h"
+#include "proto/dns_names.h"
 
 namespace tern::control {
 namespace {
-
-struct TypeName {
-  std::string_view name;
-  uint16_t code;
-};
-constexpr TypeName kTypes[] = {{"A", 1},     {"NS", 2},    {"CNAME", 5}, {"SOA", 6},
-                               {"PTR", 12},  {"MX", 15},   {"TXT", 16},  {"AAAA", 28},
-                               {"SRV", 33},  {"DS", 43},   {"DNSKEY", 48}, {"HTTPS", 65}};
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; }
 
@@ -199,24 +193,6 @@ class CanaryQuery {
   EventLoop::TimerId timer_ = 0;
 };
 
-// `heartbeats` reply lines: `heartbeat{core="N"} V`, `core=N V` or `N V`.
-bool parse_heartbeat(std::string_view line, std::string& core, uint64_t& value) {
-  while (!line.empty() && line.back() == ' ') line.remove_suffix(1);
-  size_t sp = line.rfind(' ');
-  if (sp == std::string_view::npos) return false;
-  std::string_view num = line.substr(sp + 1), key = line.substr(0, sp);
-  auto r = std::from_chars(num.data(), num.data() + num.size(), value);
-  if (r.ec != std::errc() || r.ptr != num.data() + num.size()) return false;
-  size_t at = key.find("core=");
-  std::string_view c = at == std::string_view::npos ? key : key.substr(at + 5);
-  if (!c.empty() && c.front() == '"') c.remove_prefix(1);
-  size_t end = 0;
-  while (end < c.size() && c[end] >= '0' && c[end] <= '9') ++end;
-  if (end == 0) return false;
-  core = std::string(c.substr(0, end));
-  return true;
-}
-
 std::map<std::string, std::string> parse_kv(std::string_view line) {
   std::map<std::string, std::string> kv;
   std::istringstream in{std::string(line)};
@@ -258,15 +234,7 @@ std::optional<CheckQuery> parse_check_query(std::string_view text, std::string& 
   }
   std::transform(type.begin(), type.end(), type.begin(),
                  [](char c) { return (c >= 'a' && c <= 'z') ? char(c - 'a' + 'A') : c; });
-  bool found = false;
-  for (const auto& t : kTypes)
-    if (t.name == type) { q.qtype = t.code; found = true; }
-  if (!found && type.rfind("TYPE", 0) == 0) {  // RFC 3597 generic form
-    unsigned v = 0;
-    auto r = std::from_chars(type.data() + 4, type.data() + type.size(), v);
-    found = r.ec == std::errc() && r.ptr == type.data() + type.size() && v > 0 && v < 65536;
-    q.qtype = uint16_t(v);
-  }
+  const bool found = proto::parse_qtype(type, q.qtype);
   if (!found) {
     err = "unknown type \"" + type + "\" (use A, AAAA, NS, SOA, TXT, ... or TYPEnnn)";
     return std::nullopt;
@@ -379,12 +347,7 @@ std::optional<AnswerSummary> check_answer(const uint8_t* msg, size_t len, std::s
   return a;
 }
 
-std::string_view rcode_name(uint8_t rcode) {
-  static constexpr std::string_view kNames[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
-                                                "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
-                                                "NXRRSET", "NOTAUTH", "NOTZONE"};
-  return rcode < std::size(kNames) ? kNames[rcode] : "RCODE?";
-}
+std::string_view rcode_name(uint8_t rcode) { return proto::rcode_text(rcode); }
 
 // ---------------------------------------------------------------------------------------
 
@@ -408,6 +371,9 @@ struct HealthMonitor::Impl {
   EventLoop& loop;
   HealthMonitor& owner;
   ChangeFn on_change;
+  BeatFn on_beat;
+  uint64_t dp_epoch = 0, dp_policy_gen = 0, dp_policy_rejects = 0;
+  std::string policy_refusal;  // the dataplane's word on the latest refused push
   Health reported = Health::not_live;  // the verdict on_change last saw
   HealthSettings settings;
   bool configured = false;
@@ -523,10 +489,14 @@ struct HealthMonitor::Impl {
     dp_error.clear();
     std::map<std::string, uint64_t> next;
     for (const auto& line : r.lines) {
-      std::string core;
-      uint64_t v = 0;
-      if (parse_heartbeat(line, core, v)) next[core] = v;
+      auto s = proto::parse_stat_line(line);
+      if (!s) continue;
+      if (s->name == "tern_dp_heartbeat_total") next[proto::label_value(s->labels, "core")] = s->value;
+      else if (s->name == "tern_dp_epoch") dp_epoch = s->value;
+      else if (s->name == "tern_dp_policy_generation") dp_policy_gen = s->value;
+      else if (s->name == "tern_dp_policy_rejects_total") dp_policy_rejects = s->value;
     }
+    if (on_beat) on_beat(dp_epoch, dp_policy_gen);
     prev_beats = std::move(beats);
     beats = std::move(next);
     beat_interval_ms = prev_beat_ms ? now - prev_beat_ms : 0;
@@ -563,7 +533,7 @@ struct HealthMonitor::Impl {
     if (r.ok) {
       std::vector<DataplaneStat> st;
       for (const auto& line : r.lines)
-        if (auto s = parse_dataplane_stat(line)) st.push_back(std::move(*s));
+        if (auto s = proto::parse_stat_line(line)) st.push_back(std::move(*s));
       dp_stats = std::move(st);
     }
     if (!settings.probe) {
@@ -639,6 +609,18 @@ struct HealthMonitor::Impl {
 HealthMonitor::HealthMonitor(EventLoop& loop) : impl_(std::make_unique<Impl>(loop, *this)) {}
 
 void HealthMonitor::on_change(ChangeFn fn) { impl_->on_change = std::move(fn); }
+void HealthMonitor::on_dataplane(BeatFn fn) { impl_->on_beat = std::move(fn); }
+
+void HealthMonitor::note_policy(uint64_t generation_in_force, std::string refusal) {
+  impl_->dp_policy_gen = generation_in_force;
+  impl_->policy_refusal = std::move(refusal);
+  impl_->notify();
+}
+
+void HealthMonitor::note_refusal(std::string refusal) {
+  impl_->policy_refusal = std::move(refusal);
+  impl_->notify();
+}
 HealthMonitor::~HealthMonitor() = default;
 
 void HealthMonitor::configure(const HealthSettings& s) {
@@ -690,6 +672,15 @@ HealthStatus HealthMonitor::status() const {
     }
   }
   st.state = Health::not_ready;
+  // A dataplane on another generation's policy may refuse clients this config allows (a
+  // restarted one runs its command-line defaults): the incident's own failure, so not ready.
+  if (!m.settings.dataplane_socket.empty() && m.settings.policy_generation &&
+      m.dp_policy_gen != m.settings.policy_generation) {
+    st.reason = "dataplane runs policy generation " + std::to_string(m.dp_policy_gen) + ", config is generation " +
+                std::to_string(m.settings.policy_generation) +
+                (m.policy_refusal.empty() ? std::string("; pushing") : "; it refused the push: " + m.policy_refusal);
+    return st;
+  }
   if (draining_) {
     st.reason = "draining (ternctl drain); `ternctl undrain` to serve again";
     return st;
@@ -801,6 +792,12 @@ void HealthMonitor::collect(MetricsWriter& w) const {
   for (const auto& [core, v] : m.beats) {
     bool stalled = std::find(m.stalled.begin(), m.stalled.end(), core) != m.stalled.end();
     w.sample("tern_dp_worker_stalled", {{"core", core}}, stalled);
+  }
+  for (auto [name, v] : {std::pair<const char*, uint64_t>{"tern_dp_epoch", m.dp_epoch},
+                         {"tern_dp_policy_generation", m.dp_policy_gen},
+                         {"tern_dp_policy_rejects_total", m.dp_policy_rejects}}) {
+    const proto::MetricInfo* info = proto::find_dataplane_metric(name);
+    w.single(name, info->counter ? MetricType::counter : MetricType::gauge, info->help, v);
   }
   write_dataplane_stats(w, m.dp_stats);
 }

@@ -57,6 +57,9 @@ struct HealthSettings {
   unsigned probe_deadline_ms = 500;
   unsigned canary_deadline_ms = 1500;
   std::string drain_file;             // persists `ternctl drain` across restarts; empty: memory only
+  // The config generation the dataplane must run (its heartbeats report the policy generation
+  // in force): readiness fails while they differ. 0: not checked.
+  uint64_t policy_generation = 0;
 };
 
 // Builds settings from a Config (the [health] section and the listen/dataplane options).
@@ -88,6 +91,15 @@ class HealthMonitor {
   // the new status and the previous state: tern-control logs every transition with its reason.
   using ChangeFn = std::function<void(const HealthStatus& now, Health before)>;
   void on_change(ChangeFn fn);
+
+  // Called after every heartbeat reply with the dataplane's epoch (a new value: it restarted)
+  // and the policy generation it runs; tern-control re-pushes from there.
+  using BeatFn = std::function<void(uint64_t epoch, uint64_t policy_generation)>;
+  void on_dataplane(BeatFn fn);
+  // The outcome of a policy push: the generation now in force, or the dataplane's refusal
+  // (it kept its policy), which readiness reports while generations differ.
+  void note_policy(uint64_t generation_in_force, std::string refusal = {});
+  void note_refusal(std::string refusal);
 
   // Drain: readiness fails on purpose while everything keeps answering. Persisted in the
   // drain file, so a node drained for an upgrade stays drained through the restart until

@@ -82,6 +82,7 @@ class FakeDataplane {
   }
   std::atomic<bool> advance{true};  // false: worker 1's heartbeat freezes
   std::atomic<bool> mute{false};    // true: accept, never answer
+  std::atomic<uint64_t> epoch{1}, policy_generation{0};
 
  private:
   void serve() {
@@ -102,8 +103,9 @@ class FakeDataplane {
       } else if (req.rfind("heartbeats", 0) == 0) {
         ++beat;
         if (advance) frozen = beat;
-        out = "tern_dp_heartbeat{core=\"0\"} " + std::to_string(beat) + "\ntern_dp_heartbeat{core=\"1\"} " +
-              std::to_string(frozen) + "\nOK\n";
+        out = "tern_dp_heartbeat_total{core=\"0\"} " + std::to_string(beat) + "\ntern_dp_heartbeat_total{core=\"1\"} " +
+              std::to_string(frozen) + "\ntern_dp_epoch " + std::to_string(epoch.load()) +
+              "\ntern_dp_policy_generation " + std::to_string(policy_generation.load()) + "\nOK\n";
       } else if (req.rfind("stats", 0) == 0) {
         out = "tern_dp_rx_packets_total{core=\"0\"} 5\ntern_dp_rx_packets_total{core=\"1\"} 6\nOK\n";
       } else {
@@ -312,6 +314,36 @@ TEST_F(HealthTest, DrainFailsReadinessAndSurvivesRestart) {
     EXPECT_FALSE(std::filesystem::exists(dir_ / "drained"));
     ASSERT_TRUE(run_until(loop, [&] { return h.status().state == Health::ready; }));
   }
+}
+
+// A dataplane on another policy generation than the config's (restarted on its command-line
+// defaults, or one that refused the push) may refuse clients the config allows: not ready, with
+// the reason, until it runs the config's generation; the epoch and generation reach the owner.
+TEST_F(HealthTest, PolicyGenerationMismatchIsNotReady) {
+  FakeDataplane dp((dir_ / "dp.sock").string());
+  EventLoop loop;
+  HealthMonitor h(loop);
+  HealthSettings s = settings(nullptr);
+  s.policy_generation = 5;
+  uint64_t seen_epoch = 0, seen_gen = 99;
+  h.on_dataplane([&](uint64_t e, uint64_t g) { seen_epoch = e, seen_gen = g; });
+  dp.epoch = 1234;
+  h.configure(s);
+  ASSERT_TRUE(run_until(loop, [&] { return seen_epoch == 1234 && h.status().state == Health::not_ready; }));
+  EXPECT_EQ(seen_gen, 0u);
+  EXPECT_NE(h.status().reason.find("dataplane runs policy generation 0, config is generation 5; pushing"),
+            std::string::npos) << h.status().reason;
+  h.note_refusal("cache-bytes=1048576MiB is more than half of this machine's memory");
+  EXPECT_NE(h.status().reason.find("it refused the push: cache-bytes="), std::string::npos) << h.status().reason;
+  dp.policy_generation = 5;
+  ASSERT_TRUE(run_until(loop, [&] { return h.status().state == Health::ready; })) << h.status().reason;
+  // The dataplane restarts: back on its defaults, not ready again until pushed.
+  dp.epoch = 5678;
+  dp.policy_generation = 0;
+  ASSERT_TRUE(run_until(loop, [&] { return h.status().state == Health::not_ready; }));
+  EXPECT_EQ(seen_epoch, 5678u);
+  h.note_policy(5);
+  EXPECT_NE(h.status().state, Health::not_ready);
 }
 
 TEST_F(HealthTest, UnknownProbeVerbDoesNotFailTheNode) {

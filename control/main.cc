@@ -33,6 +33,8 @@
 #include "control/loop.h"
 #include "control/metrics.h"
 #include "control/mgmt.h"
+#include "proto/framing.h"
+#include "proto/policy.h"
 #include "control/options.h"
 #include "control/server.h"
 #include "tern_build_config.h"
@@ -43,6 +45,7 @@
 
 namespace po = boost::program_options;
 using namespace tern::control;
+namespace proto = tern::proto;
 
 namespace {
 
@@ -154,6 +157,9 @@ class Daemon {
   std::optional<std::string> activate(Config& c);  // apply + bookkeeping; c.generation set
   void after_apply(const Config& c);
   void push_policy(const Config& c);
+  void dataplane_beat(uint64_t epoch, uint64_t generation);
+  void warm_dataplane(uint64_t epoch);
+  std::string flush_dataplane(const std::string& name, bool subtree);
   void register_verbs();
   void register_metrics();            // operations: /metrics collectors
   HttpResponse http_route(std::string_view path);
@@ -167,7 +173,13 @@ class Daemon {
   EventLoop loop_;
   Server server_;
   MgmtServer mgmt_;
-  MgmtRequest policy_push_;  // the latest allow-list push to tern-dataplane
+  MgmtRequest policy_push_;  // the latest policy push to tern-dataplane
+  MgmtRequest warm_push_;    // the warm-up batch in flight to a restarted tern-dataplane
+  uint64_t dp_epoch_ = 0;    // the dataplane run we last heard from (0: none yet)
+  uint64_t warmed_epoch_ = 0;
+  std::pair<uint64_t, uint64_t> refused_{0, 0};  // {epoch, generation} of the latest refused push
+  std::vector<std::string> warm_batches_;        // `warm` requests still to send
+  uint64_t warm_sent_ = 0, warm_stored_ = 0;
   // operations: end-to-end health, /metrics /healthz /readyz (control/health.h, http.h)
   HealthMonitor health_{loop_};
   HttpServer http_{loop_, [this](std::string_view p) { return http_route(p); }};
@@ -181,6 +193,7 @@ class Daemon {
   std::string last_reload_message_;
   std::chrono::system_clock::time_point last_reload_time_{};
   uint64_t reloads_ = 0, reload_failures_ = 0, policy_pushes_ = 0, policy_push_failures_ = 0;
+  uint64_t policy_refusals_ = 0, dataplane_restarts_ = 0;
 };
 
 std::optional<std::string> Daemon::activate(Config& c) {
@@ -188,6 +201,7 @@ std::optional<std::string> Daemon::activate(Config& c) {
   std::string health_err;
   auto health = health_settings(c, health_err);
   if (!health) return health_err;
+  health->policy_generation = c.dataplane_socket.empty() ? 0 : c.generation;
   // The dataplane's probe comes from its own reserved source; when it misses the cache it is
   // answered by this server, so that source is allowed while the probe is on (not pushed to
   // the dataplane: workers let the probe past their ACL themselves).
@@ -223,22 +237,101 @@ void Daemon::after_apply(const Config& c) {
   push_policy(c);
 }
 
+// The whole policy, every time: a restarted dataplane (command-line defaults) and one that
+// missed a push are both brought to this config's generation by the same request.
 void Daemon::push_policy(const Config& c) {
   if (c.dataplane_socket.empty()) return;
-  std::string line = "policy allow=";
-  for (size_t i = 0; i < c.allow.size(); ++i) line += (i ? "," : "") + c.allow[i].text;
-  // A newer push abandons one still in flight: the newest allow list is the one that counts.
+  const std::string line = "policy " + proto::encode_policy(dataplane_policy(c));
+  // A newer push abandons one still in flight: the newest config is the one that counts.
   policy_push_ = mgmt_request_async(
       loop_, c.dataplane_socket, line, std::chrono::milliseconds(2000),
-      [this, path = c.dataplane_socket](const MgmtResult& r) {
+      [this, path = c.dataplane_socket, gen = c.generation, epoch = dp_epoch_](const MgmtResult& r) {
         if (r.status == MgmtResult::Status::ok) {
           ++policy_pushes_;
+          refused_ = {0, 0};
+          health_.note_policy(gen, {});
+          if (epoch && warmed_epoch_ != epoch) warm_dataplane(epoch);
           return;
         }
         ++policy_push_failures_;
-        log(Lvl::warning, "could not push the allow list to the dataplane at " + path + ": " +
-                              r.message + " (the dataplane keeps its previous policy)");
+        if (r.status == MgmtResult::Status::err) {
+          // The dataplane refused it (and keeps its policy): readiness says why; the same
+          // generation is not pushed again to the same run, a reload or a restart retries.
+          ++policy_refusals_;
+          refused_ = {epoch, gen};
+          health_.note_refusal(r.message);
+        }
+        log(Lvl::warning, "could not push policy generation " + std::to_string(gen) + " to the dataplane at " + path +
+                              ": " + r.message + " (the dataplane keeps its previous policy; readiness fails until it runs this generation)");
       });
+}
+
+// Every heartbeat reply: a new epoch is a restarted dataplane; a generation other than the
+// config's is a push to make (unless one is in flight, or this run refused this generation).
+void Daemon::dataplane_beat(uint64_t epoch, uint64_t generation) {
+  if (epoch != dp_epoch_) {
+    if (dp_epoch_ != 0) {
+      ++dataplane_restarts_;
+      log(Lvl::warning, "tern-dataplane restarted (epoch " + std::to_string(epoch) + "): pushing policy generation " +
+                            std::to_string(running_.generation) + " and warming its cache");
+    }
+    dp_epoch_ = epoch;
+    // A dataplane on its command-line defaults (generation 0) started with an empty cache.
+    if (generation != 0) warmed_epoch_ = epoch;
+  }
+  if (generation == running_.generation || policy_push_.pending()) return;
+  if (refused_ == std::pair<uint64_t, uint64_t>{epoch, running_.generation}) return;
+  push_policy(running_);
+}
+
+// A restarted dataplane starts cold: every miss would go through the miss limiter. Hand it the
+// answers tern-control holds, in batches of about 256 KiB, one request at a time.
+void Daemon::warm_dataplane(uint64_t epoch) {
+  warmed_epoch_ = epoch;
+  warm_batches_.clear();
+  std::string batch;
+  static constexpr char kHex[] = "0123456789abcdef";
+  server_.export_answers([&](std::span<const uint8_t> msg) {
+    if (batch.size() + 2 * msg.size() + 1 > (256u << 10) && !batch.empty()) warm_batches_.push_back(std::move(batch)), batch.clear();
+    if (batch.empty()) batch = "warm";
+    batch += ' ';
+    for (uint8_t b : msg) batch += kHex[b >> 4], batch += kHex[b & 15];
+    ++warm_sent_;
+  });
+  if (!batch.empty()) warm_batches_.push_back(std::move(batch));
+  std::reverse(warm_batches_.begin(), warm_batches_.end());
+  auto next = std::make_shared<std::function<void()>>();
+  *next = [this, next] {
+    if (warm_batches_.empty()) return;
+    std::string req = std::move(warm_batches_.back());
+    warm_batches_.pop_back();
+    warm_push_ = mgmt_request_async(loop_, running_.dataplane_socket, req, std::chrono::milliseconds(5000),
+                                    [this, next](const MgmtResult& r) {
+                                      if (r.status != MgmtResult::Status::ok) {
+                                        log(Lvl::warning, "warming the dataplane's cache: " + r.message);
+                                        warm_batches_.clear();
+                                        return;
+                                      }
+                                      for (auto l : r.lines())
+                                        if (auto at = l.find("stored="); at != std::string_view::npos)
+                                          warm_stored_ += std::strtoull(std::string(l.substr(at + 7)).c_str(), nullptr, 10);
+                                      (*next)();
+                                    });
+  };
+  (*next)();
+}
+
+// `ternctl cache flush` empties both caches: an answer left in the fast path would go on being
+// served to every client. The dataplane is asked synchronously (its socket answers in
+// milliseconds; the bound keeps the loop from waiting on a wedged one for long).
+std::string Daemon::flush_dataplane(const std::string& name, bool subtree) {
+  if (running_.dataplane_socket.empty()) return "no dataplane";
+  const std::string req = name.empty() ? "flush" : (subtree ? "flush-subtree " : "flush ") + name;
+  proto::Result r = proto::request(running_.dataplane_socket, req, std::chrono::milliseconds(1000));
+  if (!r.ok()) return "error: " + r.message;
+  for (auto l : r.lines())
+    if (l.rfind("flushed ", 0) == 0) return std::string(l.substr(8));
+  return "error: no count in the dataplane's reply";
 }
 
 Daemon::ReloadOutcome Daemon::reload(const char* trigger) {
@@ -286,7 +379,7 @@ Daemon::ReloadOutcome Daemon::reload(const char* trigger) {
 }
 
 void Daemon::register_verbs() {
-  mgmt_.on("status", "status", [this](const std::vector<std::string>&, MgmtReply& r) {
+  mgmt_.on("status", [this](const std::vector<std::string>&, MgmtReply& r) {
     auto up = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
                                                                started_);
     r.line("version " TERN_VERSION);
@@ -305,7 +398,7 @@ void Daemon::register_verbs() {
     for (const auto& e : running_.listen) listen += (listen.empty() ? "" : " ") + e.text;
     r.line("listen " + listen);
   });
-  mgmt_.on("reload", "reload", [this](const std::vector<std::string>&, MgmtReply& r) {
+  mgmt_.on("reload", [this](const std::vector<std::string>&, MgmtReply& r) {
     auto out = reload("ternctl");
     for (const auto& d : out.diagnostics) r.line(d.str());
     for (const auto& n : out.restart_needed)
@@ -313,7 +406,7 @@ void Daemon::register_verbs() {
     if (!out.ok) return r.fail("reload failed: " + out.error);
     r.line("generation " + std::to_string(running_.generation));
   });
-  mgmt_.on("stats", "stats", [this](const std::vector<std::string>&, MgmtReply& r) {
+  mgmt_.on("stats", [this](const std::vector<std::string>&, MgmtReply& r) {
     std::vector<std::pair<std::string, uint64_t>> cs;
     server_.counters(cs);
     cs.emplace_back("config_generation", running_.generation);
@@ -322,6 +415,10 @@ void Daemon::register_verbs() {
     cs.emplace_back("config_reload_failures_total", reload_failures_);
     cs.emplace_back("dataplane_policy_pushes_total", policy_pushes_);
     cs.emplace_back("dataplane_policy_push_failures_total", policy_push_failures_);
+    cs.emplace_back("dataplane_policy_refusals_total", policy_refusals_);
+    cs.emplace_back("dataplane_restarts_total", dataplane_restarts_);
+    cs.emplace_back("dataplane_warm_answers_sent_total", warm_sent_);
+    cs.emplace_back("dataplane_warm_answers_stored_total", warm_stored_);
     cs.emplace_back("mgmt_requests_total", mgmt_.requests());
     cs.emplace_back("mgmt_rejected_total", mgmt_.rejected());
     for (const auto& [k, v] : cs) r.line(k + " " + std::to_string(v));
@@ -341,8 +438,7 @@ void Daemon::register_verbs() {
       }
     }
   });
-  mgmt_.on("cache", "cache flush [NAME] [--subtree] | cache dump",
-           [this](const std::vector<std::string>& a, MgmtReply& r) {
+  mgmt_.on("cache", [this](const std::vector<std::string>& a, MgmtReply& r) {
              if (a.size() >= 2 && a[1] == "dump") {
                std::ostringstream os;
                server_.cache_dump(os);
@@ -363,14 +459,18 @@ void Daemon::register_verbs() {
                  return r.fail("cache flush --subtree needs a NAME (flush without one empties "
                                "the whole cache)");
                size_t n = server_.cache_flush(name, subtree);
-               r.line("flushed " + std::to_string(n));
+               const std::string dp = flush_dataplane(name, subtree);
+               r.line("flushed " + std::to_string(n) + " tern-control, " + dp + " dataplane");
+               if (dp.rfind("error", 0) == 0)
+                 return r.fail("the dataplane's cache was not flushed (" + dp.substr(7) +
+                               "); it may still serve the old answer: retry, or ternctl --dataplane-socket ... flush");
                return;
              }
              r.fail("usage: cache flush [NAME] [--subtree] | cache dump");
            });
   // operations: `ternctl health [-v]` maps `state` to its exit code (0 ready, 1 not ready,
   // 2 not live); drain/undrain fail readiness on purpose while everything keeps answering.
-  mgmt_.on("health", "health [-v]", [this](const std::vector<std::string>& a, MgmtReply& r) {
+  mgmt_.on("health", [this](const std::vector<std::string>& a, MgmtReply& r) {
     HealthStatus st = health_.status();
     r.line(std::string("state ") + (st.state == Health::ready       ? "ready"
                                     : st.state == Health::not_ready ? "not_ready"
@@ -378,19 +478,19 @@ void Daemon::register_verbs() {
     r.line("reason " + st.reason);
     if (a.size() > 1 && a[1] == "-v") r.body += health_.detail();
   });
-  mgmt_.on("drain", "drain", [this](const std::vector<std::string>&, MgmtReply& r) {
+  mgmt_.on("drain", [this](const std::vector<std::string>&, MgmtReply& r) {
     auto err = health_.set_draining(true);
     log(Lvl::info, "drained by ternctl: readiness fails until ternctl undrain");
     if (err) r.line("warning: " + *err);
     r.line("draining: /readyz and ternctl health report not ready; queries are still answered");
   });
-  mgmt_.on("undrain", "undrain", [this](const std::vector<std::string>&, MgmtReply& r) {
+  mgmt_.on("undrain", [this](const std::vector<std::string>&, MgmtReply& r) {
     auto err = health_.set_draining(false);
     log(Lvl::info, "undrained by ternctl");
     if (err) r.line("warning: " + *err);
     r.line("undrained: ready again once the health checks pass");
   });
-  mgmt_.on("metrics", "metrics", [this](const std::vector<std::string>&, MgmtReply& r) {
+  mgmt_.on("metrics", [this](const std::vector<std::string>&, MgmtReply& r) {
     r.body += metrics_.render();
   });
 }
@@ -410,7 +510,13 @@ void Daemon::register_metrics() {
              "0 when the latest reload failed (1 after a successful one or none)",
              last_reload_ != "failed");
     w.single("tern_dataplane_policy_push_failures_total", MetricType::counter,
-             "Allow-list pushes to tern-dataplane that failed", policy_push_failures_);
+             "Policy pushes to tern-dataplane that failed (not reached, or refused)", policy_push_failures_);
+    w.single("tern_dataplane_policy_refusals_total", MetricType::counter,
+             "Policy pushes tern-dataplane refused; it kept its previous policy", policy_refusals_);
+    w.single("tern_dataplane_restarts_total", MetricType::counter,
+             "tern-dataplane restarts seen (a new epoch in its heartbeats)", dataplane_restarts_);
+    w.single("tern_dataplane_warm_answers_stored_total", MetricType::counter,
+             "Answers a restarted tern-dataplane stored from tern-control's warm-up", warm_stored_);
     w.single("tern_http_listen_failures_total", MetricType::counter,
              "[health] http-listen addresses that could not be bound", http_listen_failures_);
     w.single("tern_http_requests_total", MetricType::counter, "HTTP requests served",
@@ -532,6 +638,7 @@ int Daemon::start() {
 
   register_verbs();
   register_metrics();
+  health_.on_dataplane([this](uint64_t epoch, uint64_t generation) { dataplane_beat(epoch, generation); });
   health_.on_change([](const HealthStatus& st, Health before) {
     auto name = [](Health h) {
       return h == Health::ready ? "ready" : h == Health::not_ready ? "not ready" : "not live";

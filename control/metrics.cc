@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <map>
 
-#include "dataplane/counters.h"  // the counter table only: standard library, no DPDK
+#include "proto/counters.h"
 #include "tern_build_config.h"
 
 namespace tern::control {
@@ -24,12 +24,6 @@ void append_help(std::string& out, std::string_view help) {
     else if (c == '\n') out += "\\n";
     else out += c;
   }
-}
-
-std::string_view dp_help(std::string_view name) {
-  for (const auto& info : dp::kCounterInfo)
-    if (info.name == name) return info.help;
-  return {};
 }
 
 }  // namespace
@@ -126,76 +120,21 @@ void MetricsWriter::single(std::string_view name, MetricType type, std::string_v
   sample(name, value);
 }
 
-namespace {
-
-// label-list = label *("," label); label = name "=" DQUOTE *(escaped char) DQUOTE
-bool valid_labels(std::string_view l) {
-  size_t i = 0;
-  while (i < l.size()) {
-    size_t start = i;
-    while (i < l.size() && name_char(l[i], i == start) && l[i] != ':') ++i;
-    if (i == start || i + 1 >= l.size() || l[i] != '=' || l[i + 1] != '"') return false;
-    i += 2;
-    for (;;) {
-      if (i >= l.size() || l[i] == '\n') return false;
-      if (l[i] == '\\') {
-        if (i + 1 >= l.size()) return false;
-        i += 2;
-        continue;
-      }
-      if (l[i++] == '"') break;
-    }
-    if (i == l.size()) return true;
-    if (l[i++] != ',') return false;
-  }
-  return false;  // empty, or a trailing comma
-}
-
-}  // namespace
-
-std::optional<DataplaneStat> parse_dataplane_stat(std::string_view line) {
-  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
-  size_t sp = line.rfind(' ');
-  if (sp == std::string_view::npos || sp == 0) return std::nullopt;
-  std::string_view key = line.substr(0, sp), num = line.substr(sp + 1);
-  DataplaneStat st;
-  auto r = std::from_chars(num.data(), num.data() + num.size(), st.value);
-  if (r.ec != std::errc() || r.ptr != num.data() + num.size()) return std::nullopt;
-  size_t brace = key.find('{');
-  std::string_view name = key.substr(0, brace);
-  if (brace != std::string_view::npos) {
-    if (key.back() != '}') return std::nullopt;
-    std::string_view labels = key.substr(brace + 1, key.size() - brace - 2);
-    if (!valid_labels(labels)) return std::nullopt;
-    st.labels = std::string(labels);
-  }
-  if (name.empty()) return std::nullopt;
-  for (size_t i = 0; i < name.size(); ++i)
-    if (!name_char(name[i], i == 0)) return std::nullopt;
-  st.name = std::string(name);
-  return st;
-}
-
 void write_dataplane_stats(MetricsWriter& w, const std::vector<DataplaneStat>& stats) {
   std::vector<std::string> order;
   std::map<std::string, std::vector<const DataplaneStat*>> by_name;
   for (const auto& s : stats) {
-    std::string n = s.name;
-    if (n.rfind("tern_dp_", 0) != 0)
-      n = n.rfind("tern_", 0) == 0 ? "tern_dp_" + n.substr(5) : "tern_dp_" + n;
-    auto [it, added] = by_name.try_emplace(n);
-    if (added) order.push_back(n);
+    auto [it, added] = by_name.try_emplace(s.name);
+    if (added) order.push_back(s.name);
     it->second.push_back(&s);
   }
   for (const auto& name : order) {
-    constexpr std::string_view kTotal = "_total";
-    bool counter = name.size() > kTotal.size() &&
-                   name.compare(name.size() - kTotal.size(), kTotal.size(), kTotal) == 0;
-    std::string_view help;
-    if (counter) help = dp_help(std::string_view(name).substr(8, name.size() - 8 - kTotal.size()));
     std::string fallback;
-    if (help.empty()) {
-      fallback = "tern-dataplane " + name.substr(8);
+    const proto::MetricInfo* info = proto::find_dataplane_metric(name);
+    bool counter = info ? info->counter : name.size() > 6 && name.compare(name.size() - 6, 6, "_total") == 0;
+    std::string_view help = info ? info->help : std::string_view{};
+    if (!info) {
+      fallback = "tern-dataplane " + name + " (not in this tern-control's table: a newer dataplane?)";
       help = fallback;
     }
     w.family(name, counter ? MetricType::counter : MetricType::gauge, help);

@@ -7,6 +7,8 @@
 // process started; a restart shows up as a reset, which rate() and increase() handle.
 #pragma once
 
+#include "proto/counters.h"
+
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -69,19 +71,12 @@ std::string metric_name(std::string_view prefix, std::string_view name, std::str
 // Label value escaping per the exposition format: \\, \" and \n.
 std::string escape_label_value(std::string_view v);
 
-// One line of the dataplane control socket's `stats` reply, already in exposition form:
-// `tern_dp_rx_packets_total{core="0"} 12`, `tern_cache_entries 40` (labels optional).
-struct DataplaneStat {
-  std::string name;    // as the dataplane sent it
-  std::string labels;  // the text between the braces, validated; empty when none
-  uint64_t value = 0;
-};
-std::optional<DataplaneStat> parse_dataplane_stat(std::string_view line);
-
-// Writes every stat, grouped into families in first-seen order. Names are kept in the
-// tern_dp_ namespace so they never collide with tern-control's own families (the dataplane's
-// `tern_cache_entries` is exported as `tern_dp_cache_entries`: both processes have a cache);
-// `_total` names are counters, the rest gauges. Help text comes from the counter table.
+// The dataplane's `stats` lines (proto/counters.h: proto::parse_stat_line), grouped into
+// families in first-seen order, each family's type and help taken from the contract's table
+// (proto::dataplane_metrics). A sample whose family the table does not know (a newer
+// tern-dataplane than this tern-control) is still exported, as an untyped-looking gauge or, for
+// a _total name, a counter, with a help text saying so.
+using DataplaneStat = proto::Stat;
 void write_dataplane_stats(MetricsWriter&, const std::vector<DataplaneStat>&);
 
 // One upstream server's tallies, from the resolver's infra cache (control/resolver/infra.h).

@@ -37,25 +37,6 @@ TEST(Metrics, NamesSanitised) {
   EXPECT_EQ(metric_name("", "9lives", ""), "_lives");
 }
 
-TEST(Metrics, ParsesDataplaneStatLines) {
-  auto a = parse_dataplane_stat("tern_dp_rx_packets_total{core=\"3\"} 12345");
-  ASSERT_TRUE(a);
-  EXPECT_EQ(a->name, "tern_dp_rx_packets_total");
-  EXPECT_EQ(a->labels, "core=\"3\"");
-  EXPECT_EQ(a->value, 12345u);
-  auto b = parse_dataplane_stat("tern_cache_entries 9\r");
-  ASSERT_TRUE(b);
-  EXPECT_EQ(b->labels, "");
-  EXPECT_TRUE(parse_dataplane_stat("x{reason=\"a\\\"b\",core=\"1\"} 1"));
-  EXPECT_FALSE(parse_dataplane_stat("x{core=\"3\"} -1"));
-  EXPECT_FALSE(parse_dataplane_stat("garbage"));
-  EXPECT_FALSE(parse_dataplane_stat("x{core=\"1\" 5"));
-  EXPECT_FALSE(parse_dataplane_stat("x{core=\"1} 5"));       // unterminated value
-  EXPECT_FALSE(parse_dataplane_stat("x{core=\"1\",} 5"));    // trailing comma
-  EXPECT_FALSE(parse_dataplane_stat("x{} 5"));
-  EXPECT_FALSE(parse_dataplane_stat("bad-name 5"));
-}
-
 TEST(Metrics, UpstreamServersOneFamilyPerMetric) {
   UpstreamServerStat a;
   a.server = "198.18.1.1";
@@ -95,8 +76,8 @@ TEST(Metrics, DataplaneStatsGroupedIntoFamilies) {
   std::vector<DataplaneStat> st;
   for (const char* l : {"tern_dp_rx_packets_total{core=\"0\"} 10", "tern_dp_drop_acl_total{core=\"0\"} 1",
                         "tern_dp_rx_packets_total{core=\"1\"} 20", "tern_dp_drop_acl_total{core=\"1\"} 2",
-                        "tern_cache_entries 40", "tern_cache_hits_total 7"})
-    st.push_back(*parse_dataplane_stat(l));
+                        "tern_dp_cache_entries 40", "tern_dp_cache_hits_total 7", "tern_dp_new_thing_total 3"})
+    st.push_back(*proto::parse_stat_line(l));
   MetricsWriter w;
   write_dataplane_stats(w, st);
   const std::string& t = w.text();
@@ -108,11 +89,13 @@ TEST(Metrics, DataplaneStatsGroupedIntoFamilies) {
             std::string::npos)
       << t;
   EXPECT_NE(t.find("tern_dp_drop_acl_total{core=\"1\"} 2\n"), std::string::npos) << t;
-  // The dataplane's cache is not tern-control's: its families move into tern_dp_.
+  // The dataplane's cache is not tern-control's: its families are tern_dp_ in the table itself.
   EXPECT_NE(t.find("# TYPE tern_dp_cache_entries gauge\ntern_dp_cache_entries 40\n"),
             std::string::npos) << t;
   EXPECT_NE(t.find("# TYPE tern_dp_cache_hits_total counter\n"), std::string::npos) << t;
   EXPECT_EQ(t.find("\ntern_cache"), std::string::npos) << t;
+  // A family this tern-control does not know still reaches Prometheus, and says why it has no help.
+  EXPECT_NE(t.find("# TYPE tern_dp_new_thing_total counter\ntern_dp_new_thing_total 3\n"), std::string::npos) << t;
 }
 
 TEST(Metrics, RegistryStartsWithBuildInfoAndNeverResets) {

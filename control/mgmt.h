@@ -1,15 +1,14 @@
-// tern-control's management socket (ternctl talks to it) and the client side of the same
-// framing, used by ternctl and for pushing policy to tern-dataplane.
+// tern-control's management socket (ternctl talks to it) and the non-blocking client tern-control
+// uses towards tern-dataplane (policy pushes, health checks, flushes, warm-up).
 //
-// Framing (shared with tern-dataplane's control socket): the client sends one request line
-// terminated by '\n'; the server answers with zero or more reply lines and a final status
-// line, `OK` or `ERR <message>`, then closes the connection. One request per connection.
+// Framing, reply types, the verb table and the blocking client are the contract's
+// (proto/framing.h, proto/verbs.h); this file only puts them on the EventLoop.
 //
 // Contract: MgmtServer lives on the EventLoop thread; handlers run there, one at a time, and
 // may take as long as a reload takes (the loop is the only thread, so a reload is naturally
 // serialised against queries and other requests). Every connection is bounded: a request
-// line of at most kMaxRequest bytes within kRequestTimeout, and the reply must be taken by
-// the peer within kWriteTimeout; at most kMaxConnections at once.
+// line of at most proto::kMaxRequest bytes within kRequestTimeout, and the reply must be taken
+// by the peer within kWriteTimeout; at most kMaxConnections at once.
 #pragma once
 
 #include <chrono>
@@ -18,25 +17,23 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "control/loop.h"
+#include "proto/framing.h"
+#include "proto/verbs.h"
 
 namespace tern::control {
 
-struct MgmtReply {
-  std::string body;    // reply lines, each ending in '\n'
-  bool ok = true;
-  std::string error;   // for ERR; single line
-  void line(std::string_view l) { body.append(l).push_back('\n'); }
-  void fail(std::string e) { ok = false, error = std::move(e); }
-};
+using MgmtReply = proto::Reply;
+using MgmtResult = proto::Result;
 
 class MgmtServer {
  public:
-  static constexpr size_t kMaxRequest = 4096;
+  static constexpr size_t kMaxRequest = proto::kMaxRequest;
   static constexpr size_t kMaxConnections = 16;
   static constexpr std::chrono::milliseconds kRequestTimeout{5000};
   static constexpr std::chrono::milliseconds kWriteTimeout{10000};
@@ -44,16 +41,17 @@ class MgmtServer {
   // args[0] is the verb; the rest are the request's whitespace-separated words.
   using Handler = std::function<void(const std::vector<std::string>& args, MgmtReply&)>;
 
-  explicit MgmtServer(EventLoop&);
+  explicit MgmtServer(EventLoop&, std::span<const proto::VerbSpec> verbs = proto::kControlVerbs);
   ~MgmtServer();  // closes connections and the socket, unlinks the socket file
   MgmtServer(const MgmtServer&) = delete;
   MgmtServer& operator=(const MgmtServer&) = delete;
 
-  void on(std::string verb, std::string usage, Handler);
+  // `verb` must be a row of the verb table (a programming error otherwise: throws).
+  void on(std::string_view verb, Handler);
 
-  // Creates the directory if missing (0755), refuses when another process is serving `path`,
-  // removes a stale socket file, binds with mode 0600 and listens. On failure nothing is
-  // open and the error says what to do.
+  // proto::listen_unix: creates the directory if missing (0755), refuses when another process
+  // is serving `path`, replaces a stale socket file, mode 0600. On failure nothing is open and
+  // the error says what to do.
   std::optional<std::string> open(const std::string& path);
   const std::string& path() const { return path_; }
 
@@ -70,24 +68,15 @@ class MgmtServer {
   EventLoop& loop_;
   int listen_fd_ = -1;
   std::string path_;
-  std::map<std::string, std::pair<std::string, Handler>> handlers_;  // verb -> usage, handler
+  std::span<const proto::VerbSpec> verbs_;
+  std::map<std::string, Handler, std::less<>> handlers_;
   std::map<int, std::unique_ptr<Conn>> conns_;
   uint64_t requests_ = 0, rejected_ = 0;
 };
 
-// Blocking client for ternctl: sends `request`, returns the reply. Exit-code-relevant failures
-// are distinguished so ternctl can tell "not running" from "talked but failed".
-struct MgmtResult {
-  enum class Status { ok, err, not_running, io_error } status = Status::io_error;
-  std::string body;     // reply lines before the status line
-  std::string message;  // ERR message, or what went wrong talking to the socket
-};
-MgmtResult mgmt_request(const std::string& path, const std::string& request,
-                        std::chrono::milliseconds timeout);
-
 // Non-blocking one-shot request on the loop (tern-control -> tern-dataplane: policy pushes,
 // health checks). The reply is complete when the server closes the connection; it is bounded
-// by kMaxAsyncReply bytes and by `timeout`. Unless the request is cancelled, `done` runs on
+// by proto::kMaxReply bytes and by `timeout`. Unless the request is cancelled, `done` runs on
 // the loop thread exactly once, with the result, after the reply or on failure/timeout, and
 // never inside the mgmt_request_async call itself. MgmtResult::message does not repeat
 // `path`: the caller knows which socket it asked and says so in its own words.
@@ -98,7 +87,6 @@ MgmtResult mgmt_request(const std::string& path, const std::string& request,
 // back after its destruction. Cancelling a finished request, from inside `done` too, does
 // nothing. The handle must not outlive the EventLoop, and is used on the loop thread only.
 class MgmtRequest;
-inline constexpr size_t kMaxAsyncReply = size_t(4) << 20;
 [[nodiscard]] MgmtRequest mgmt_request_async(EventLoop&, const std::string& path,
                                              const std::string& request,
                                              std::chrono::milliseconds timeout,

@@ -33,8 +33,10 @@ const std::array kOptions = {
                "missing.",
                &Config::control_socket},
     OptionSpec{"server", "dataplane-socket", T::path, "", 0, 0, "0.1", true, false,
-               "Control socket of tern-dataplane. When set, the allow list is pushed to the "
-               "dataplane after every successful (re)load. Empty: no dataplane.",
+               "Control socket of tern-dataplane. When set, tern-control owns the dataplane's "
+               "policy: [server] allow, [dataplane] and [cache] are pushed at start, after every "
+               "successful reload and whenever the dataplane restarts, and readiness fails until "
+               "the dataplane runs this config's generation. Empty: no dataplane.",
                &Config::dataplane_socket},
     OptionSpec{"server", "state-dir", T::path, "/var/lib/tern", 0, 0, "0.1", false, false,
                "Directory for state that must survive restarts: last-known-good.conf, the "
@@ -114,6 +116,29 @@ const std::array kOptions = {
                &Config::stale_answer_ttl},
     OptionSpec{"cache", "prefetch", T::boolean, "yes", 0, 0, "0.1", true, false,
                "Refresh popular entries shortly before they expire.", &Config::prefetch},
+
+    // [dataplane] (pushed to tern-dataplane; its command-line flags only hold until then)
+    OptionSpec{"dataplane", "refuse-outside", T::boolean, "yes", 0, 0, "0.2", true, false,
+               "Clients outside [server] allow get REFUSED from the fast path; no: their queries "
+               "are dropped without an answer.",
+               &Config::dp_refuse_outside},
+    OptionSpec{"dataplane", "miss-rate", T::uint, "2000", 0, 100000000, "0.2", true, false,
+               "Cache misses per second each dataplane worker sends to tern-control; the rest are "
+               "answered stale (stale-on-limit) or dropped, so a random-subdomain flood cannot "
+               "slow the cache hits.",
+               &Config::dp_miss_rate},
+    OptionSpec{"dataplane", "miss-burst", T::uint, "500", 1, 100000000, "0.2", true, false,
+               "Misses a worker may send at once above miss-rate (token bucket depth).",
+               &Config::dp_miss_burst},
+    OptionSpec{"dataplane", "stale-on-limit", T::boolean, "yes", 0, 0, "0.2", true, false,
+               "A miss over miss-rate whose entry has expired is answered stale (RFC 8767) "
+               "instead of dropped. Needs [cache] serve-stale.",
+               &Config::dp_stale_on_limit},
+    OptionSpec{"dataplane", "cache-bytes", T::size, "64M", 1u << 20, 1ull << 40, "0.2", true, false,
+               "Memory for the fast-path cache (tern-dataplane refuses more than half of the "
+               "machine's memory). [cache] TTL and stale options apply to it as to "
+               "tern-control's cache.",
+               &Config::dp_cache_bytes},
 
     // [health]
     OptionSpec{"health", "http-listen", T::endpoint_list, "", 0, 0, "0.1", true, false,

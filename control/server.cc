@@ -227,6 +227,9 @@ class Frontend {
   }
 
   void flush_answers() { msgcache_.clear(); }
+  void export_answers(const std::function<void(std::span<const uint8_t>)>& fn) const {
+    msgcache_.export_answers(loop_.now_ms(), 2, fn);
+  }
 
   void counters(std::vector<std::pair<std::string, uint64_t>>& out) const {
 #define X(n) out.emplace_back(#n, st_.n);
@@ -644,5 +647,9 @@ size_t Server::cache_flush(std::string_view name, bool subtree) {
 }
 
 void Server::cache_dump(std::ostream& os) const { resolver_->cache().dump(os, loop_.now_ms()); }
+
+void Server::export_answers(const std::function<void(std::span<const uint8_t>)>& fn) const {
+  if (frontend_) frontend_->export_answers(fn);
+}
 
 }  // namespace tern::control

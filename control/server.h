@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -43,6 +45,8 @@ class Server {  // owns listeners + resolver; lives on the loop thread
   std::vector<UpstreamServerStat> upstream_servers(size_t n = kUpstreamMetricsServers) const;
   size_t cache_flush(std::string_view name /* "" = all */, bool subtree);
   void cache_dump(std::ostream&) const;
+  // The answers tern-control would serve from memory now (MsgCache::export_answers).
+  void export_answers(const std::function<void(std::span<const uint8_t>)>& fn) const;
 
   // Over-limit policy (like Unbound's num-queries-per-thread): a query beyond
   // max-outstanding-per-client or max-outstanding-total is dropped and counted, not

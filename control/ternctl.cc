@@ -14,6 +14,7 @@
 
 namespace po = boost::program_options;
 using namespace tern::control;
+namespace proto = tern::proto;
 
 namespace {
 
@@ -122,7 +123,7 @@ int main(int argc, char** argv) {
     // that does not answer within the timeout (stopped, wedged) is not live.
     auto timeout = vm["timeout"].defaulted() ? std::chrono::seconds(2)
                                              : std::chrono::seconds(vm["timeout"].as<unsigned>());
-    MgmtResult r = mgmt_request(vm["socket"].as<std::string>(),
+    MgmtResult r = proto::request(vm["socket"].as<std::string>(),
                                 vm.count("verbose") ? "health -v" : "health", timeout);
     if (r.status != MgmtResult::Status::ok) {
       std::cout << "not live: tern-control: " << r.message << "\n";
@@ -155,7 +156,7 @@ int main(int argc, char** argv) {
   std::string path = dataplane ? vm["dataplane-socket"].as<std::string>()
                                : vm["socket"].as<std::string>();
   const char* daemon = dataplane ? "tern-dataplane" : "tern-control";
-  MgmtResult r = mgmt_request(path, request,
+  MgmtResult r = proto::request(path, request,
                               std::chrono::seconds(vm["timeout"].as<unsigned>()));
   std::cout << r.body << std::flush;
   switch (r.status) {

@@ -1,9 +1,6 @@
 #include "acl.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
-#include <charconv>
 
 namespace tern::dp {
 namespace {
@@ -54,62 +51,14 @@ bool find(const std::vector<R>& ranges, V a) {
 
 }  // namespace
 
-std::optional<Prefix> parse_prefix(std::string_view text, std::string* error) {
-  auto fail = [&](const std::string& why) -> std::optional<Prefix> {
-    if (error) *error = "prefix '" + std::string(text) + "': " + why;
-    return std::nullopt;
-  };
-  Prefix p;
-  std::string_view addr = text, len;
-  if (auto slash = text.find('/'); slash != std::string_view::npos) {
-    addr = text.substr(0, slash);
-    len = text.substr(slash + 1);
-  }
-  std::string a(addr);
-  if (inet_pton(AF_INET, a.c_str(), p.addr) == 1) {
-    p.v6 = false;
-    p.len = 32;
-  } else if (inet_pton(AF_INET6, a.c_str(), p.addr) == 1) {
-    p.v6 = true;
-    p.len = 128;
-  } else {
-    return fail("not an IPv4 or IPv6 address (expected e.g. 198.18.0.0/15 or 2001:2::/48)");
-  }
-  if (!len.empty() || addr.size() != text.size()) {
-    unsigned v = 0;
-    auto [ptr, ec] = std::from_chars(len.data(), len.data() + len.size(), v);
-    if (ec != std::errc() || ptr != len.data() + len.size() || len.empty() || v > p.len)
-      return fail("prefix length must be 0.." + std::to_string(p.len));
-    p.len = static_cast<uint8_t>(v);
-  }
-  const unsigned bytes = p.v6 ? 16 : 4;
-  for (unsigned bit = p.len; bit < bytes * 8; ++bit) {
-    if (p.addr[bit / 8] & (0x80 >> (bit % 8)))
-      return fail("host bits set below /" + std::to_string(p.len) + "; did you mean " +
-                  to_string([&] {
-                    Prefix q = p;
-                    for (unsigned b = q.len; b < bytes * 8; ++b) q.addr[b / 8] &= ~(0x80 >> (b % 8));
-                    return q;
-                  }()) +
-                  "?");
-  }
-  return p;
-}
-
-std::string to_string(const Prefix& p) {
-  char buf[INET6_ADDRSTRLEN];
-  inet_ntop(p.v6 ? AF_INET6 : AF_INET, p.addr, buf, sizeof buf);
-  return std::string(buf) + "/" + std::to_string(p.len);
-}
-
 void Acl::add(const Prefix& p) {
   prefixes_.push_back(p);
   if (p.v6) {
-    const u128 net = load128(p.addr);
+    const u128 net = load128(p.addr.data());
     const u128 host = p.len == 128 ? 0 : (~u128{0} >> p.len);
     insert_merged<Range6, u128>(v6_, net, net | host);
   } else {
-    const uint32_t net = load32(p.addr);
+    const uint32_t net = load32(p.addr.data());
     const uint32_t host = p.len == 32 ? 0 : (~uint32_t{0} >> p.len);
     insert_merged<Range4, uint32_t>(v4_, net, net | host);
   }
@@ -117,25 +66,7 @@ void Acl::add(const Prefix& p) {
 
 bool Acl::add_list(std::string_view text, std::string* error) {
   std::vector<Prefix> parsed;
-  while (!text.empty()) {
-    auto comma = text.find(',');
-    std::string_view item = text.substr(0, comma);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (item.empty()) {
-      if (error) *error = "empty prefix in list (two commas, or a trailing comma)";
-      return false;
-    }
-    auto p = parse_prefix(item, error);
-    if (!p) return false;
-    parsed.push_back(*p);
-    if (comma == std::string_view::npos) break;
-    text.remove_prefix(comma + 1);
-    if (text.empty()) {
-      if (error) *error = "empty prefix in list (trailing comma)";
-      return false;
-    }
-  }
+  if (!proto::parse_prefix_list(text, parsed, error)) return false;
   for (const Prefix& p : parsed) add(p);
   return true;
 }
@@ -143,13 +74,6 @@ bool Acl::add_list(std::string_view text, std::string* error) {
 bool Acl::contains_v4(const uint8_t addr[4]) const { return find<Range4, uint32_t>(v4_, load32(addr)); }
 bool Acl::contains_v6(const uint8_t addr[16]) const { return find<Range6, u128>(v6_, load128(addr)); }
 
-std::string Acl::to_string() const {
-  std::string s;
-  for (const Prefix& p : prefixes_) {
-    if (!s.empty()) s += ',';
-    s += dp::to_string(p);
-  }
-  return s;
-}
+std::string Acl::to_string() const { return prefixes_.empty() ? std::string() : proto::prefix_list_text(prefixes_); }
 
 }  // namespace tern::dp

@@ -1,4 +1,4 @@
-// Prefix lists (IPv4 + IPv6) for the client allow list.
+// Prefix lists (IPv4 + IPv6) compiled for the workers' allow-list lookups.
 //
 // Built by the control plane (parse, add), then published inside an immutable Policy; workers only
 // call contains_*(), which is a binary search over merged, sorted, disjoint address ranges, so its cost
@@ -12,24 +12,16 @@
 #include <string_view>
 #include <vector>
 
+#include "proto/prefix.h"
+
 namespace tern::dp {
 
-struct Prefix {
-  bool v6 = false;
-  uint8_t addr[16] = {};  // network byte order; v4 uses the first 4 bytes
-  uint8_t len = 0;        // prefix length in bits
-};
-
-// "198.18.0.0/15", "2001:2::/48", "198.18.0.1" (= /32), "::1" (= /128). Host bits below the prefix
-// length must be zero ("198.18.0.1/16" is an error: it is almost always a typo for a host or a wider
-// net). On error returns nullopt and says why in *error.
-std::optional<Prefix> parse_prefix(std::string_view text, std::string* error);
-std::string to_string(const Prefix&);
+using proto::Prefix;  // parsed by proto/prefix.h, the one prefix parser
 
 class Acl {
  public:
   void add(const Prefix&);
-  // Comma separated list of prefixes; all or nothing: on error the Acl is unchanged.
+  // Comma separated list of prefixes (proto::parse_prefix_list); all or nothing.
   bool add_list(std::string_view text, std::string* error);
 
   bool contains_v4(const uint8_t addr[4]) const;   // network byte order

@@ -1,11 +1,7 @@
-// Every per-worker counter and every reason a packet leaves the fast path, listed once.
-//
-// X(name, kind, help): kind is what happens to the frame that increments it:
-//   kCount  plain event counter (rx, tx, answers)
-//   kPunt   frame goes to the exception ring unchanged (Linux / tern-control handles it)
-//   kDrop   frame is freed here
-// The parser returns a Counter as its verdict, so a new drop or punt reason is one line here and
-// the stats export, the tests and the docs all see it. Prometheus: tern_dp_<name>_total{core="N"}.
+// The per-worker counters as the worker uses them: an enum and a table built from the one list in
+// proto/counters.h (the contract tern-control reads too).
+// The parser returns a Counter as its verdict, so a new drop or punt reason is one line in that
+// list and the stats export, the tests and the docs all see it.
 #pragma once
 
 #include <array>
@@ -13,60 +9,11 @@
 #include <cstdint>
 #include <string_view>
 
+#include "proto/counters.h"
+
 namespace tern::dp {
 
 enum class CounterKind : uint8_t { kCount, kPunt, kDrop };
-
-// clang-format off
-#define TERN_DP_COUNTERS(X) \
-  X(rx_packets,          kCount, "frames received from the NIC queue") \
-  X(tx_packets,          kCount, "frames handed to the NIC queue") \
-  X(query_ok,            kCount, "well-formed queries for a service address (parser verdict)") \
-  X(answer_hit,          kCount, "answered from the cache") \
-  X(answer_stale,        kCount, "answered stale because the miss rate limit was reached (RFC 8767)") \
-  X(answer_refused,      kCount, "REFUSED built in place for a client outside the allow list") \
-  X(answer_truncated,    kCount, "answered with TC=1 because the answer exceeds the client's buffer") \
-  X(miss_punted,         kCount, "cache misses sent to the exception ring within the rate limit") \
-  X(housekeeping,        kCount, "housekeeping passes (quiescent point, policy check, stats publish)") \
-  X(idle_sleeps,         kCount, "idle sleeps taken (kSleep mode)") \
-  X(busy_cycles,         kCount, "TSC cycles spent on received bursts: core load = delta / (elapsed * TSC hz)") \
-  X(probe_in,            kCount, "readiness probes taken from the inject ring (also counted in rx_packets)") \
-  X(probe_answered,      kCount, "readiness probes answered from the cache, handed to the probe ring") \
-  /* punts: not handled here, bridged to Linux unchanged */ \
-  X(punt_not_ip,         kPunt,  "ARP, LLDP and every ethertype other than IPv4/IPv6") \
-  X(punt_not_udp,        kPunt,  "ICMP, ICMPv6/NDP, TCP and other IP protocols") \
-  X(punt_not_ours,       kPunt,  "UDP not to port 53 of a service address (includes upstream answers)") \
-  X(punt_ipv4_fragment,  kPunt,  "IPv4 fragment (MF or offset != 0), reassembly is the kernel's job") \
-  X(punt_ipv4_options,   kPunt,  "IPv4 header with options (IHL > 5)") \
-  X(punt_ipv6_ext,       kPunt,  "IPv6 extension header before UDP") \
-  X(punt_dns_opcode,     kPunt,  "opcode other than QUERY: the resolver answers NOTIMP") \
-  X(punt_dns_shape,      kPunt,  "query shape the fast path does not answer (class, qtype, counts)") \
-  X(punt_edns_version,   kPunt,  "EDNS version != 0: the resolver answers BADVERS (RFC 6891 6.1.3)") \
-  X(punt_edns_ecs,       kPunt,  "EDNS Client Subnet option present (RFC 7871)") \
-  X(punt_no_room,        kPunt,  "answer does not fit the mbuf's tailroom") \
-  /* drops */ \
-  X(drop_eth_short,      kDrop,  "frame shorter than its Ethernet / VLAN headers") \
-  X(drop_vlan_depth,     kDrop,  "more than two VLAN tags") \
-  X(drop_ipv4_header,    kDrop,  "IPv4 version, IHL or total length inconsistent with the frame") \
-  X(drop_ipv4_checksum,  kDrop,  "IPv4 header checksum wrong") \
-  X(drop_ipv4_source,    kDrop,  "IPv4 source is broadcast, multicast, loopback or zero (RFC 1812 5.3.7)") \
-  X(drop_ipv6_header,    kDrop,  "IPv6 version or payload length inconsistent with the frame") \
-  X(drop_ipv6_source,    kDrop,  "IPv6 source is multicast, loopback or unspecified (RFC 4291)") \
-  X(drop_udp_header,     kDrop,  "UDP length inconsistent with the IP payload") \
-  X(drop_udp_checksum,   kDrop,  "UDP checksum wrong, or zero over IPv6 (RFC 8200 8.1)") \
-  X(drop_dns_short,      kDrop,  "DNS message shorter than its header") \
-  X(drop_dns_response,   kDrop,  "QR=1 sent to port 53: never answer a response (reflection loop)") \
-  X(drop_dns_counts,     kDrop,  "qdcount != 1 or records the query cannot carry") \
-  X(drop_dns_name,       kDrop,  "question name malformed (label > 63, name > 255, pointer, truncated)") \
-  X(drop_dns_question,   kDrop,  "question truncated after the name") \
-  X(drop_dns_opt,        kDrop,  "additional record is not a well-formed OPT (RFC 6891 6.1.1)") \
-  X(drop_dns_trailing,   kDrop,  "bytes after the last record") \
-  X(drop_acl,            kDrop,  "client outside the allow list and policy says drop") \
-  X(drop_rate_limited,   kDrop,  "cache miss over the per-worker miss rate, no stale answer") \
-  X(drop_exception_full, kDrop,  "exception ring full") \
-  X(drop_tx_full,        kDrop,  "NIC TX queue did not take the frame") \
-  X(drop_probe_full,     kDrop,  "probe answer ring full (the control thread stopped reading it)")
-// clang-format on
 
 enum class Counter : uint16_t {
 #define TERN_X(name, kind, help) name,

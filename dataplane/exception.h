@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "counters.h"
+#include "proto/counters.h"
 #include "profile.h"
 #include "worker.h"
 
@@ -36,26 +37,6 @@ struct rte_ring;
 
 namespace tern::dp {
 
-// clang-format off
-#define TERN_SERVICE_COUNTERS(X) \
-  X(exc_ring_frames,   "frames taken from the workers' exception rings") \
-  X(to_linux,          "frames handed to the exception interface (Linux)") \
-  X(to_linux_dropped,  "exception interface TX full: frame dropped") \
-  X(from_linux,        "frames received from the exception interface") \
-  X(to_nic,            "frames from Linux sent on the NIC (service TX queue)") \
-  X(to_nic_dropped,    "NIC service TX queue full: frame dropped") \
-  X(fill_inserted,     "DNS answers from a service address stored in the cache (new entry)") \
-  X(fill_replaced,     "DNS answers from a service address that replaced an entry") \
-  X(fill_rejected,     "DNS answers the cache refused (see tern_cache_rejects_total)") \
-  X(fill_skipped_tc,   "truncated answers not offered to the cache") \
-  X(fill_skipped_ecs,  "answers carrying EDNS Client Subnet, not cached (RFC 7871 7.3)") \
-  X(fill_skipped_frag, "fragmented answers (the cache needs the whole message)") \
-  X(service_rx,        "frames received on the service thread's own NIC RX queue") \
-  X(addr_updates,      "service address set republished after a netlink change") \
-  X(idle_sleeps,       "service thread idle sleeps") \
-  X(probe_replies,     "frames from Linux to the probe MAC handed to the probe reply ring (not the NIC)") \
-  X(probe_replies_dropped, "probe reply ring full: frame to the probe MAC dropped")
-// clang-format on
 
 enum class SvcCounter : uint16_t {
 #define TERN_X(name, help) name,

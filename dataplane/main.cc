@@ -6,7 +6,6 @@
 // undoes what was set up, and exits non-zero. SIGTERM/SIGINT set the stop flag;
 // the service loop returns, workers are joined, ports stopped, memory freed.
 #include <arpa/inet.h>
-#include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,6 +32,8 @@
 #include "cache/cache.h"
 #include "control_socket.h"
 #include "control_verbs.h"
+#include "proto/counters.h"
+#include "proto/policy.h"
 #include "exception.h"
 #include "port.h"
 #include "probe.h"
@@ -57,6 +58,9 @@ constexpr const char* kUsage =
     "                      [--cache-bytes N] [--exception-iface NAME] [--check-profile]\n"
     "                      [--probe-source4 ADDR] [--probe-source6 ADDR] [--probe-deadline MS]\n"
     "                      [-- EAL args passed through]\n"
+    "  The policy flags (--allow, --refuse, --drop-refused, --miss-rate, --miss-burst, --cache-bytes)\n"
+    "  only hold until tern-control's first push: tern.conf's [server] allow, [dataplane] and [cache]\n"
+    "  own them (tern-control pushes at its start, on every reload and whenever this process restarts).\n"
     "  --profile FILE         hardware profile (hw-profiles/*.conf); default: the built-in lab-tap\n"
     "  --control-socket PATH  unix socket for tern-control/ternctl (default /run/tern/dataplane.sock)\n"
     "  --allow PFX            clients allowed (repeatable, v4 or v6 prefix); none = nobody is answered\n"
@@ -73,7 +77,8 @@ constexpr const char* kUsage =
     "  --probe-deadline MS    how long `probe` waits for its answer (default 400; below\n"
     "                         tern-control's [health] probe-deadline, so this error is the one seen)\n"
     "  --control-socket-group NAME  make the control socket 0660 for this group (tern-control\n"
-    "                         running unprivileged talks to it); default root only, 0600\n";
+    "                         running unprivileged talks to it); default root only, 0600. Make the\n"
+    "                         socket's directory sticky when it is group-writable (packaging does)\n";
 
 struct Options {
   std::string profile_path, control_socket = "/run/tern/dataplane.sock", exception_iface;
@@ -165,19 +170,6 @@ int fail(const std::string& msg) {
   return 1;
 }
 
-bool text_to_name(std::string_view text, uint8_t* buf, uint8_t& len, std::string& err) {
-  if (text.empty()) {
-    err = "missing NAME";
-    return false;
-  }
-  wire::Status st = wire::name_from_text(text, buf, &len);
-  if (st != wire::Status::ok) {
-    err = "'" + std::string(text) + "' is not a domain name: " + wire::describe(st);
-    return false;
-  }
-  return true;
-}
-
 struct Node {
   Profile profile;
   Options opt;
@@ -199,6 +191,7 @@ struct Node {
   bool launched = false;
   std::unique_ptr<AddrWatch> addrs;
   ControlServer control;
+  DataplaneState state;
 
   ~Node() { teardown(); }
 
@@ -224,87 +217,7 @@ struct Node {
     rte_ring_free(probe_ctl), probe_ctl = nullptr;
     if (pool) rte_mempool_free(pool), pool = nullptr;
   }
-
-  void register_verbs();
 };
-
-void Node::register_verbs() {
-  control.on("stats", [this](std::string_view, std::string& out) {
-    for (Worker* w : workers)
-      for (size_t i = 0; i < kCounterCount; ++i)
-        out += "tern_dp_" + std::string(kCounterInfo[i].name) + "_total{core=\"" + std::to_string(w->conf.index) +
-               "\"} " + std::to_string(w->published[i].load(std::memory_order_relaxed)) + "\n";
-    for (size_t i = 0; i < kSvcCounterCount; ++i)
-      out += "tern_dp_service_" + std::string(kSvcCounterInfo[i].name) + "_total " +
-             std::to_string(svc_counters.v[i].load(std::memory_order_relaxed)) + "\n";
-    rte_eth_stats es;
-    if (rte_eth_stats_get(nic.id, &es) == 0) {
-      out += "tern_dp_nic_rx_missed_total " + std::to_string(es.imissed) + "\n";
-      out += "tern_dp_nic_rx_nombuf_total " + std::to_string(es.rx_nombuf) + "\n";
-      out += "tern_dp_nic_rx_errors_total " + std::to_string(es.ierrors) + "\n";
-    }
-    if (prober)
-      for (size_t i = 0; i < kProbeCounterCount; ++i)
-        out += "tern_dp_probe_" + std::string(kProbeCounterNames[i]) + "_total " +
-               std::to_string(prober->counters().get(static_cast<ProbeCounter>(i))) + "\n";
-    const cache::Stats cs = cache->stats();
-    out += "tern_cache_hits_total " + std::to_string(cs.hits) + "\n";
-    out += "tern_cache_misses_total " + std::to_string(cs.misses) + "\n";
-    out += "tern_cache_stale_total " + std::to_string(cs.stale) + "\n";
-    out += "tern_cache_inserts_total " + std::to_string(cs.total.inserts) + "\n";
-    out += "tern_cache_evictions_total " + std::to_string(cs.total.evictions) + "\n";
-    out += "tern_cache_flushed_total " + std::to_string(cs.total.flushed) + "\n";
-    out += "tern_cache_entries " + std::to_string(cs.total.entries) + "\n";
-    out += "tern_cache_bytes " + std::to_string(cs.total.bytes) + "\n";
-    for (size_t i = 0; i < cache::kRejectCount; ++i)
-      out += "tern_cache_rejects_total{reason=\"" + std::string(cache::to_string(static_cast<cache::Reject>(i))) +
-             "\"} " + std::to_string(cs.rejects[i]) + "\n";
-    return std::string();
-  });
-  control.on("heartbeats", [this](std::string_view, std::string& out) {
-    for (Worker* w : workers)
-      out += "tern_dp_heartbeat{core=\"" + std::to_string(w->conf.index) + "\"} " +
-             std::to_string(w->heartbeat.load(std::memory_order_relaxed)) + "\n";
-    return std::string();
-  });
-  control.on("flush", [this](std::string_view args, std::string& out) {
-    if (args.empty()) {
-      out += "flushed " + std::to_string(cache->flush_all()) + "\n";
-      return std::string();
-    }
-    uint8_t name[wire::kMaxNameLen];
-    uint8_t len = 0;
-    std::string err;
-    if (!text_to_name(args, name, len, err)) return err;
-    out += "flushed " + std::to_string(cache->flush_name({name, len})) + "\n";
-    return std::string();
-  });
-  control.on("flush-subtree", [this](std::string_view args, std::string& out) {
-    uint8_t name[wire::kMaxNameLen];
-    uint8_t len = 0;
-    std::string err;
-    if (!text_to_name(args, name, len, err)) return err;
-    out += "flushed " + std::to_string(cache->flush_subtree({name, len})) + "\n";
-    return std::string();
-  });
-  control.on("dump", [this](std::string_view, std::string& out) {
-    const uint32_t now = cache_clock_s();
-    bool ok = cache->dump([&](const cache::EntryInfo& e) {
-      const uint32_t age = now - e.stored_at;
-      out += wire::name_to_text(e.name) + " type=" + std::to_string(e.qtype) + " class=" + std::to_string(e.qclass) +
-             " flags=" + std::to_string(e.key_flags) + " rcode=" + std::to_string(e.rcode) +
-             " neg=" + cache::to_string(e.neg_kind) +
-             " ttl=" + std::to_string(age < e.ttl ? e.ttl - age : 0) + (age >= e.ttl ? " stale" : "") +
-             " an=" + std::to_string(e.ancount) + " ns=" + std::to_string(e.nscount) + " ar=" +
-             std::to_string(e.arcount) + " bytes=" + std::to_string(e.bytes) + "\n";
-    });
-    return ok ? std::string() : std::string("no cache reader slot free for the dump; retry");
-  });
-  control.on("policy", [this](std::string_view args, std::string& out) {
-    return apply_policy_args(policy, args, out);
-  });
-  control.on("probe", [this](std::string_view args, std::string& out) { return prober->run(args, out); });
-}
 
 // systemd (Type=notify): READY once every worker runs, and the watchdog kicked only while
 // every worker's heartbeat advances, so a stalled core gets the process restarted.
@@ -367,18 +280,21 @@ int run(int argc, char** argv) {
     p.exception_name = o.exception_iface;
   }
 
-  // Initial policy: all or nothing, like the control verb.
-  Policy pol;
+  // The policy until tern-control's first push (generation 0): the flags, all or nothing.
+  proto::Policy pol;
   for (const auto& a : o.allow) {
     std::string e;
-    if (!pol.allow.add_list(a, &e)) {
+    std::vector<Prefix> more;
+    if (!proto::parse_prefix_list(a, more, &e)) {
       std::fprintf(stderr, "tern-dataplane: --allow %s: %s\n", a.c_str(), e.c_str());
       return 2;
     }
+    pol.allow.insert(pol.allow.end(), more.begin(), more.end());
   }
   pol.refuse_outside = o.refuse;
-  pol.miss_rate_qps = o.miss_rate;
+  pol.miss_rate = o.miss_rate;
   pol.miss_burst = o.miss_burst;
+  pol.cache.max_bytes = o.cache_bytes;
   if (pol.allow.empty())
     std::fprintf(stderr, "tern-dataplane: no --allow: every client is %s until a policy is pushed\n",
                  o.refuse ? "REFUSED" : "dropped");
@@ -398,7 +314,13 @@ int run(int argc, char** argv) {
   if (!eal_init(plan, &err)) return fail(err);
 
   cache::Config cc;
-  cc.max_bytes = o.cache_bytes;
+  cc.max_bytes = pol.cache.max_bytes;
+  cc.ttl_floor = pol.cache.ttl_floor;
+  cc.ttl_cap = pol.cache.ttl_cap;
+  cc.neg_ttl_cap = pol.cache.neg_ttl_cap;
+  cc.servfail_ttl = pol.cache.servfail_ttl;
+  cc.stale_window = pol.cache.stale_window;
+  cc.stale_answer_ttl = pol.cache.stale_answer_ttl;
   cc.max_readers = p.workers() + 8;  // workers, the service thread's worker, dumps
   try {
     node.cache = std::make_unique<cache::Cache>(cc);
@@ -407,7 +329,7 @@ int run(int argc, char** argv) {
     rte_eal_cleanup();
     return fail(std::string("cannot create the cache: ") + e.what() + " (lower --cache-bytes?)");
   }
-  node.policy.publish(std::make_shared<const Policy>(std::move(pol)));
+  node.policy.publish(std::make_shared<const Policy>(Policy::compile(pol)));
 
   auto abort_with = [&](const std::string& msg) {
     node.teardown();
@@ -480,18 +402,26 @@ int run(int argc, char** argv) {
   pc.deadline_ms = o.probe_deadline_ms;
   node.prober = std::make_unique<Prober>(std::move(pc));
 
-  node.register_verbs();
-  if (auto slash = o.control_socket.rfind('/'); slash != std::string::npos && slash > 0)
-    ::mkdir(o.control_socket.substr(0, slash).c_str(), 0755);  // /run/tern on a fresh boot; EEXIST is fine
-  if (!node.control.start(o.control_socket, &err)) return abort_with(err);
-  if (!o.control_socket_group.empty()) {
-    const group* g = ::getgrnam(o.control_socket_group.c_str());
-    if (!g) return abort_with("--control-socket-group " + o.control_socket_group + ": no such group");
-    if (::chown(o.control_socket.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0 ||
-        ::chmod(o.control_socket.c_str(), 0660) != 0)
-      return abort_with("cannot open " + o.control_socket + " to group " + o.control_socket_group + ": " +
-                        std::strerror(errno));
-  }
+  DataplaneState& st = node.state;
+  st.cache = node.cache.get();
+  st.policy = &node.policy;
+  st.workers = &node.workers;
+  st.service = &node.svc_counters;
+  st.epoch = new_epoch();
+  st.memory_bytes = physical_memory();
+  st.nic_stats = [&node](std::string& out) {
+    rte_eth_stats es;
+    if (rte_eth_stats_get(node.nic.id, &es) != 0) return;
+    out += proto::stat_line("tern_dp_nic_rx_missed_total", {}, es.imissed) + "\n";
+    out += proto::stat_line("tern_dp_nic_rx_nombuf_total", {}, es.rx_nombuf) + "\n";
+    out += proto::stat_line("tern_dp_nic_rx_errors_total", {}, es.ierrors) + "\n";
+    for (size_t i = 0; i < kProbeCounterCount; ++i)
+      out += proto::stat_line("tern_dp_probe_" + std::string(kProbeCounterNames[i]) + "_total", {},
+                              node.prober->counters().get(static_cast<ProbeCounter>(i))) + "\n";
+  };
+  st.probe = [&node](std::string_view args, std::string& out) { return node.prober->run(args, out); };
+  register_verbs(node.control, st);
+  if (!node.control.start(o.control_socket, &err, o.control_socket_group)) return abort_with(err);
 
   struct sigaction sa{};
   sa.sa_handler = on_signal;

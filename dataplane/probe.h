@@ -21,6 +21,9 @@
 // - A reply arriving after its deadline stays in a ring until the next probe frees it.
 #pragma once
 
+#include "proto/counters.h"
+#include "proto/dns_names.h"
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -66,22 +69,13 @@ struct ProbeReply {
 bool match_probe_reply(std::span<const uint8_t> frame, const ProbeSource& src, const ProbeQuery& q,
                        ProbeReply& out);
 
-// "A", "aaaa", "TYPE65" (RFC 3597) -> code.
-bool parse_qtype(std::string_view text, uint16_t& out);
-std::string_view rcode_text(uint8_t rcode);
+using proto::parse_qtype;  // "A", "aaaa", "TYPE65": the one table, shared with tern-control
+using proto::rcode_text;
 
 // Route (/32 or /128 via iface) and permanent neighbour entry for the probe source on iface, so
 // Linux answers the probe towards the probe MAC. Netlink, replace semantics (idempotent).
 bool install_probe_path(const std::string& iface, const ProbeSource& src, bool v6, std::string* error);
 
-// clang-format off
-#define TERN_PROBE_COUNTERS(X) \
-  X(sent,        "probe queries injected into a worker") \
-  X(hit,         "probes answered by the worker from the cache") \
-  X(via_control, "probes answered through the exception path and the resolver") \
-  X(timed_out,   "probes with no answer before the deadline") \
-  X(not_sent,    "probes that could not be injected (no service address, no mbuf, ring full)")
-// clang-format on
 
 enum class ProbeCounter : uint8_t {
 #define TERN_X(name, help) name,

@@ -145,11 +145,31 @@ TEST(FillFilter, Ipv4FragmentIsFlaggedNotCached) {
 
 // ---- policy verb ----
 
-TEST(PolicyVerb, AppliesEveryKeyAtOnce) {
+struct VerbFixture {
+  cache::Cache cache{[] {
+    cache::Config c;
+    c.max_bytes = 4u << 20;
+    return c;
+  }()};
   PolicySlot slot;
+  std::vector<Worker*> workers;
+  ServiceCounters svc;
+  DataplaneState st;
+  VerbFixture() {
+    st.cache = &cache;
+    st.policy = &slot;
+    st.workers = &workers;
+    st.service = &svc;
+    st.memory_bytes = uint64_t{1} << 30;
+    slot.publish(std::make_shared<const Policy>(Policy::compile(proto::Policy{})));
+  }
+};
+
+TEST(PolicyVerb, AppliesEveryKeyAtOnce) {
+  VerbFixture f;
   std::string out;
-  EXPECT_EQ(apply_policy_args(slot, "allow=198.18.0.0/15,2001:2::/48 refuse=0 miss-rate=100 miss-burst=10 stale-on-limit=0", out), "");
-  auto p = slot.load();
+  EXPECT_EQ(apply_policy(f.st, "generation=3 allow=198.18.0.0/15,2001:2::/48 refuse=0 miss-rate=100 miss-burst=10 stale-on-limit=0 ttl-cap=60 stale-window=0", out), "");
+  auto p = f.slot.load();
   ASSERT_TRUE(p);
   const uint8_t in[4] = {198, 19, 1, 1}, outside[4] = {10, 0, 0, 1};
   EXPECT_TRUE(p->allow.contains_v4(in));
@@ -158,35 +178,59 @@ TEST(PolicyVerb, AppliesEveryKeyAtOnce) {
   EXPECT_EQ(p->miss_rate_qps, 100u);
   EXPECT_EQ(p->miss_burst, 10u);
   EXPECT_FALSE(p->stale_on_limit);
-  EXPECT_EQ(out.rfind("policy allow=", 0), 0u) << out;
+  EXPECT_EQ(p->value.generation, 3u);
+  EXPECT_EQ(f.cache.limits().ttl_cap, 60u);  // the fast-path cache obeys [cache] too
+  EXPECT_EQ(f.cache.limits().stale_window, 0u);
+  EXPECT_NE(out.find("policy generation=3 allow="), std::string::npos) << out;
 }
 
-TEST(PolicyVerb, OneBadKeyChangesNothing) {
-  PolicySlot slot;
+TEST(PolicyVerb, OneBadKeyChangesNothingAndIsCounted) {
+  VerbFixture f;
   std::string out;
-  ASSERT_EQ(apply_policy_args(slot, "allow=198.18.0.0/15 miss-rate=100", out), "");
-  const uint64_t gen = slot.generation();
+  ASSERT_EQ(apply_policy(f.st, "generation=1 allow=198.18.0.0/15 miss-rate=100", out), "");
+  const uint64_t gen = f.slot.generation();
+  const auto limits = f.cache.limits();
   for (const char* bad : {"allow=198.18.0.1/15 miss-rate=5",  // host bits set
-                          "miss-rate=5 refuse=2", "miss-rate=-1", "miss-rate=5 colour=blue", "allow"}) {
+                          "miss-rate=5 refuse=2", "miss-rate=-1", "miss-rate=5 colour=blue", "allow",
+                          "generation=2 ttl-cap=5 cache-bytes=1024",             // too small for the shards
+                          "generation=2 ttl-cap=5 cache-bytes=1099511627776"}) {  // more than the memory
     out.clear();
-    std::string err = apply_policy_args(slot, bad, out);
+    std::string err = apply_policy(f.st, bad, out);
     EXPECT_FALSE(err.empty()) << bad;
-    EXPECT_EQ(slot.generation(), gen) << bad << " published a policy";
+    EXPECT_NE(err.find("generation 1 stays in force"), std::string::npos) << err;
+    EXPECT_EQ(f.slot.generation(), gen) << bad << " published a policy";
   }
-  EXPECT_EQ(slot.load()->miss_rate_qps, 100u);
+  EXPECT_EQ(f.st.policy_rejects.load(), 7u);
+  EXPECT_EQ(f.slot.load()->miss_rate_qps, 100u);
+  EXPECT_EQ(f.cache.limits(), limits);
 }
 
 TEST(PolicyVerb, EmptyArgsPrintAndAllowNoneMeansNobody) {
-  PolicySlot slot;
+  VerbFixture f;
   std::string out;
-  ASSERT_EQ(apply_policy_args(slot, "allow=198.18.0.0/15", out), "");
+  ASSERT_EQ(apply_policy(f.st, "allow=198.18.0.0/15", out), "");
   out.clear();
-  ASSERT_EQ(apply_policy_args(slot, "", out), "");
+  ASSERT_EQ(apply_policy(f.st, "", out), "");
   EXPECT_NE(out.find("allow=198.18.0.0/15"), std::string::npos) << out;
   out.clear();
-  ASSERT_EQ(apply_policy_args(slot, "allow=none", out), "");
-  EXPECT_TRUE(slot.load()->allow.empty());
+  ASSERT_EQ(apply_policy(f.st, "allow=none", out), "");
+  EXPECT_TRUE(f.slot.load()->allow.empty());
   EXPECT_NE(out.find("allow=none"), std::string::npos);
+}
+
+// The epoch and the policy generation ride on every heartbeat reply: that is how tern-control
+// notices a restarted dataplane and a policy that did not take.
+TEST(PolicyVerb, HeartbeatsCarryEpochAndGeneration) {
+  VerbFixture f;
+  f.st.epoch = 77;
+  ControlServer server;
+  register_verbs(server, f.st);
+  std::string out;
+  ASSERT_EQ(apply_policy(f.st, "generation=9", out), "");
+  const std::string r = server.execute("heartbeats");
+  EXPECT_NE(r.find("tern_dp_epoch 77\n"), std::string::npos) << r;
+  EXPECT_NE(r.find("tern_dp_policy_generation 9\n"), std::string::npos) << r;
+  EXPECT_EQ(r.substr(r.size() - 3), "OK\n");
 }
 
 }  // namespace

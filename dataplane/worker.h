@@ -26,6 +26,7 @@
 #include "cache/cache.h"
 #include "counters.h"
 #include "parse.h"
+#include "proto/policy.h"
 #include "ratelimit.h"
 
 struct rte_mbuf;
@@ -38,11 +39,25 @@ inline constexpr unsigned kHousekeepEvery = 256;  // loop turns between housekee
 
 enum class IdleMode { kBusyPoll, kSleep };
 
-struct Policy {  // immutable once published
-  Acl allow;     // clients allowed; empty = nobody (never an open resolver by default)
+// The policy in force, immutable once published: the value tern-control pushed (proto/policy.h)
+// and the workers' view of it, compiled once here so the hot path reads plain fields.
+struct Policy {
+  proto::Policy value;          // as pushed: the generation, the cache limits, `policy` replies
+  Acl allow;                    // value.allow; empty = nobody (never an open resolver by default)
   bool refuse_outside = true;   // REFUSED (true) or silent drop (false) for other clients
   uint32_t miss_rate_qps = 2000, miss_burst = 500;  // per worker token bucket before the exception ring
   bool stale_on_limit = true;   // answer stale instead of dropping an over-limit miss
+
+  static Policy compile(const proto::Policy& v) {
+    Policy p;
+    p.value = v;
+    for (const Prefix& x : v.allow) p.allow.add(x);
+    p.refuse_outside = v.refuse_outside;
+    p.miss_rate_qps = v.miss_rate;
+    p.miss_burst = v.miss_burst;
+    p.stale_on_limit = v.stale_on_limit;
+    return p;
+  }
 };
 
 // A single immutable value, republished whole. Writers: any thread (control socket, address watch).

@@ -519,8 +519,8 @@ EOS
   }
   s=$(section "install N")
   if [[ $s == *rc=0* ]] && grep -q '^== user _tern exists' "$tmp/dpkg.log" \
-     && grep -q '^root:_tern 770$' "$tmp/dpkg.log"; then
-    pass "dpkg -i: installs, creates _tern and /run/tern (root:_tern 0770)"
+     && grep -q '^root:_tern 1770$' "$tmp/dpkg.log"; then
+    pass "dpkg -i: installs, creates _tern and /run/tern (root:_tern 1770, sticky)"
   else
     fail "dpkg -i (fresh):"; cat "$tmp/dpkg.log"
   fi

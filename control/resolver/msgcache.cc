@@ -168,4 +168,22 @@ bool MsgCache::answer(const Query& q, uint16_t our_size, size_t limit, uint64_t 
   return true;
 }
 
+void MsgCache::export_answers(uint64_t now_ms, uint32_t min_left_s,
+                              const std::function<void(std::span<const uint8_t>)>& fn) const {
+  std::vector<uint8_t> out;
+  for (const auto& [k, e] : map_) {
+    if (now_ms + uint64_t{min_left_s} * 1000 >= e.expire_ms) continue;
+    out.assign(e.wire.begin(), e.wire.end());
+    out[0] = out[1] = 0;
+    out[2] |= 0x01;  // RD: the answer to a recursive query
+    const uint32_t aged = uint32_t((now_ms - e.stored_ms) / 1000);
+    for (size_t i = 0; i < e.ttl_at.size(); ++i) {
+      const uint32_t t = e.ttl[i] > aged ? e.ttl[i] - aged : 0;
+      uint8_t* p = &out[e.ttl_at[i]];
+      p[0] = uint8_t(t >> 24), p[1] = uint8_t(t >> 16), p[2] = uint8_t(t >> 8), p[3] = uint8_t(t);
+    }
+    fn(out);
+  }
+}
+
 }  // namespace tern::control::resolver

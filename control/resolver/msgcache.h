@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -36,6 +37,10 @@ class MsgCache {
   bool answer(const Query& q, uint16_t our_size, size_t limit, uint64_t now_ms,
               std::vector<uint8_t>& out);
   void clear();
+  // Every entry still fresh for at least `min_left_s`, as a response (no OPT, ID 0, RD set, TTLs
+  // aged to now): what tern-control hands a restarted tern-dataplane to start warm.
+  void export_answers(uint64_t now_ms, uint32_t min_left_s,
+                      const std::function<void(std::span<const uint8_t>)>& fn) const;
   size_t entries() const { return map_.size(); }
   size_t bytes() const { return bytes_; }
   uint64_t hits() const { return hits_; }
