@@ -79,6 +79,7 @@ struct Config {
   unsigned dp_miss_rate = 2000, dp_miss_burst = 500;
   bool dp_stale_on_limit = true;
   size_t dp_cache_bytes = 64u << 20;
+  bool dp_warm_restart = true;
   // [health] (control/health.h: what each check means)
   std::vector<Endpoint> health_http_listen;  // /metrics /healthz /readyz; empty: no HTTP
   std::string health_probe;                  // "NAME TYPE" injected into the dataplane; empty: off

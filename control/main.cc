@@ -250,7 +250,7 @@ void Daemon::push_policy(const Config& c) {
           ++policy_pushes_;
           refused_ = {0, 0};
           health_.note_policy(gen, {});
-          if (epoch && warmed_epoch_ != epoch) warm_dataplane(epoch);
+          if (epoch && warmed_epoch_ != epoch && running_.dp_warm_restart) warm_dataplane(epoch);
           return;
         }
         ++policy_push_failures_;

@@ -139,6 +139,10 @@ const std::array kOptions = {
                "machine's memory). [cache] TTL and stale options apply to it as to "
                "tern-control's cache.",
                &Config::dp_cache_bytes},
+    OptionSpec{"dataplane", "warm-restart", T::boolean, "yes", 0, 0, "0.2", true, false,
+               "When tern-dataplane restarts, tern-control hands it the answers it holds, so the "
+               "new process starts warm instead of sending every query through the miss limiter.",
+               &Config::dp_warm_restart},
 
     // [health]
     OptionSpec{"health", "http-listen", T::endpoint_list, "", 0, 0, "0.1", true, false,
