@@ -7,8 +7,12 @@
 //   generator --rx ring--> [ring PMD port] --worker_loop--> tx ring --> generator (answers, latency)
 //                                                     \---> exception ring --> generator (misses)
 //
-// Queries are "n<8 digits>.bench.lab. A" built from one template: the generator copies the template,
-// writes the digits and patches the UDP checksum incrementally, so it stays well ahead of the worker.
+// Queries are built from templates: the generator copies one, writes the name's 8 digits and patches
+// the UDP checksum incrementally, so it stays well ahead of the worker. Two name sets are measured
+// one after the other, each with a cache of its own: "fixed", every name "n<8 digits>.bench.lab."
+// (21 bytes on the wire), and "mix", names of 15 to 100 bytes drawn from kLengthMix below, closer to
+// what a resolver sees. Longer names cost more in the parser, the key fold and hash, the full-key
+// compare and the answer's copy of the question, so both figures are printed.
 // Latency is the TSC stamped into an mbuf dynamic field at enqueue and read at dequeue: time spent in
 // the RX ring, the worker and the TX ring, i.e. inside the appliance.
 #include <rte_cycles.h>
@@ -61,6 +65,7 @@ struct Options {
   std::vector<double> loads = {0.1, 0.5, 0.9};
   bool no_huge = false;
   bool stages_only = false;
+  bool fixed = true, mix = true;  // --name-lengths: which name sets to measure
 };
 
 void usage() {
@@ -77,7 +82,11 @@ void usage() {
       "  --miss-rate N      the worker's miss budget per second (default: unlimited)\n"
       "  --no-huge          run DPDK without hugepages (slower; automatic when none are free)\n"
       "  --stages-only      only the stage figure (process_burst in a loop on this thread; for perf)\n"
-      "Last line: RESULT worker_mqps=<x> reference_mpps=<y> ratio=<x/y> p99_us=<p99 at 90%% load>\n");
+      "  --name-lengths S   fixed (every name 21 bytes), mix (15-100 bytes, see the source's\n"
+      "                     kLengthMix) or both (default), measured one after the other\n"
+      "Last line: RESULT worker_mqps=<x> reference_mpps=<y> ratio=<x/y> p99_us=<p99 at 90%% load>\n"
+      "  stage_ns=<ns per query, thread CPU> and the same with a mix_ prefix for the length mix\n"
+      "  (worker_mqps etc. are the fixed names' figures, or the mix's with --name-lengths mix)\n");
 }
 
 bool parse_options(int argc, char** argv, Options& o) {
@@ -125,6 +134,14 @@ bool parse_options(int argc, char** argv, Options& o) {
       o.stages_only = true;
     } else if (a == "--no-huge") {
       o.no_huge = true;
+    } else if (a == "--name-lengths") {
+      const std::string v = i + 1 < argc ? argv[++i] : "";
+      if (v != "fixed" && v != "mix" && v != "both") {
+        std::fprintf(stderr, "tern-bench dataplane: --name-lengths '%s': expected fixed, mix or both\n", v.c_str());
+        return false;
+      }
+      o.fixed = v != "mix";
+      o.mix = v != "fixed";
     } else if (a == "--help" || a == "-h") {
       usage();
       std::exit(0);
@@ -148,20 +165,98 @@ void put16(std::vector<uint8_t>& b, uint16_t v) {
   b.push_back(static_cast<uint8_t>(v));
 }
 
-std::vector<uint8_t> qname_wire() {  // n00000000.bench.lab.
-  std::vector<uint8_t> n = {9, 'n', '0', '0', '0', '0', '0', '0', '0', '0', 5, 'b', 'e', 'n', 'c', 'h', 3, 'l', 'a', 'b', 0};
+// ---- names -----------------------------------------------------------------------------------
+
+// Every name starts with the label "n<8 digits>", so the digits sit at the same offset in every
+// template (after the header and the label's length octet) and the checker reads any answer's index
+// from there. The fixed set is n<8 digits>.bench.lab. (21 bytes on the wire, the name this harness
+// has always used, so its figures stay comparable); the mix pads the same first label with labels
+// in front of "lab." to the drawn length.
+constexpr size_t kDigitsInName = 2;  // offset of the 8 digits inside a name's wire form
+constexpr size_t kFixedNameLen = 21;
+constexpr size_t kMinMixLen = 15;    // "n<8 digits>" + "lab" + root: 10 + 4 + 1
+constexpr size_t kMaxMixLen = 100;
+
+// The length mix, in wire bytes (length octets and the root included; presentation length + 1 for a
+// name without the trailing dot + 1). Our model of a resolver's query names, not a measured trace:
+// a short head of apex and www names (www.example.com = 17 bytes), the body in 2-4 labels of 20-34
+// bytes, and a tail of CDN, cloud-service and tracker names with hashed or generated labels
+// (e1234.dscx.akamaiedge.net = 27, long hashed names 60-100). 87.5 % of the queries are 15-40 bytes;
+// median 27, mean 30.8. Weights are in 256ths; lengths within a band are spread evenly.
+struct LengthBand {
+  uint8_t lo, hi, weight;
+};
+constexpr LengthBand kLengthMix[] = {
+    {15, 19, 32}, {20, 24, 64}, {25, 29, 56}, {30, 34, 40}, {35, 40, 32}, {41, 60, 20}, {61, 100, 12},
+};
+
+// Wire name of `len` bytes with zero digits: "n00000000" + filler labels + "lab" + root. Filler
+// labels are 3-10 characters, as ordinary names have, so longer names also have more labels.
+std::vector<uint8_t> name_of_length(size_t len) {
+  std::vector<uint8_t> n = {9, 'n', '0', '0', '0', '0', '0', '0', '0', '0'};
+  if (len == kFixedNameLen) {
+    for (uint8_t b : {uint8_t{5}, uint8_t{'b'}, uint8_t{'e'}, uint8_t{'n'}, uint8_t{'c'}, uint8_t{'h'}}) n.push_back(b);
+  } else {
+    static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    static constexpr unsigned kLabel[] = {6, 3, 8, 5, 10, 4, 7};
+    size_t fill = len - kMinMixLen;
+    if (fill == 1) {  // a label needs 2 bytes at least: lengthen the first label instead
+      n[0] = 10;
+      n.push_back('x');
+      fill = 0;
+    }
+    for (unsigned k = 0, c = 0; fill > 0; ++k) {
+      size_t l = std::min<size_t>(kLabel[k % std::size(kLabel)], fill - 1);
+      if (fill - (l + 1) == 1) ++l;  // never leave a single byte behind
+      n.push_back(static_cast<uint8_t>(l));
+      for (size_t i = 0; i < l; ++i) n.push_back(static_cast<uint8_t>(kChars[c++ % (sizeof kChars - 1)]));
+      fill -= l + 1;
+    }
+  }
+  for (uint8_t b : {uint8_t{3}, uint8_t{'l'}, uint8_t{'a'}, uint8_t{'b'}, uint8_t{0}}) n.push_back(b);
   return n;
 }
-constexpr size_t kDigitsInName = 2;  // offset of the 8 digits inside qname_wire()
 
 struct Template {
   std::vector<uint8_t> frame;
   size_t l3 = 14, l4 = 0, dns = 0, digits = 0, cksum = 0;
   uint64_t base_acc = 0;  // checksum sum of pseudo-header + datagram with digits and checksum zeroed
+  size_t name_len = 0;
   bool v6 = false, edns = false;
 };
 
-Template make_template(bool v6, bool edns) {
+Template make_template(bool v6, bool edns, size_t name_len);
+
+// One template per name length the set uses; which length a name has is a pure function of its
+// index (a multiplicative hash picks one of 256 slots of the mix), so the generator, the cache fill
+// and the checker agree without a table per name, and the generator's lookup stays in L1.
+struct NameSet {
+  bool mix = false;
+  std::vector<Template> by_len;  // indexed by wire length; only used lengths are built
+  uint8_t slot_len[256] = {};
+  const Template& of(uint32_t idx) const {
+    return by_len[mix ? slot_len[(idx * 0x9E3779B1u) >> 24] : kFixedNameLen];
+  }
+  const char* label() const { return mix ? "mix" : "fixed"; }
+};
+
+NameSet make_name_set(bool mix, bool v6, bool edns) {
+  NameSet ns;
+  ns.mix = mix;
+  ns.by_len.resize(kMaxMixLen + 1);
+  if (!mix) {
+    ns.by_len[kFixedNameLen] = make_template(v6, edns, kFixedNameLen);
+    return ns;
+  }
+  unsigned slot = 0;
+  for (const LengthBand& b : kLengthMix)
+    for (unsigned k = 0; k < b.weight; ++k) ns.slot_len[slot++] = static_cast<uint8_t>(b.lo + k * (b.hi - b.lo + 1u) / b.weight);
+  for (uint8_t len : ns.slot_len)
+    if (ns.by_len[len].frame.empty()) ns.by_len[len] = make_template(v6, edns, len);
+  return ns;
+}
+
+Template make_template(bool v6, bool edns, size_t name_len) {
   Template t;
   t.v6 = v6;
   t.edns = edns;
@@ -172,7 +267,8 @@ Template make_template(bool v6, bool edns) {
   put16(dns, 0);
   put16(dns, 0);
   put16(dns, edns ? 1 : 0);
-  const auto name = qname_wire();
+  const auto name = name_of_length(name_len);
+  t.name_len = name.size();
   dns.insert(dns.end(), name.begin(), name.end());
   put16(dns, 1);
   put16(dns, 1);
@@ -257,7 +353,7 @@ uint32_t read_index(const uint8_t* name_digits) {
   return v;
 }
 
-std::vector<uint8_t> response_for(uint32_t idx) {
+std::vector<uint8_t> response_for(const NameSet& set, uint32_t idx) {
   std::vector<uint8_t> r;
   put16(r, 0);
   put16(r, 0x8180);
@@ -265,7 +361,7 @@ std::vector<uint8_t> response_for(uint32_t idx) {
   put16(r, 1);
   put16(r, 0);
   put16(r, 0);
-  auto name = qname_wire();
+  auto name = name_of_length(set.of(idx).name_len);
   std::memcpy(&name[kDigitsInName], kDigits.four[idx / 10000], 4);
   std::memcpy(&name[kDigitsInName + 4], kDigits.four[idx % 10000], 4);
   r.insert(r.end(), name.begin(), name.end());
@@ -354,7 +450,7 @@ struct Rig {
   rte_ring *rx = nullptr, *tx = nullptr, *exc = nullptr;
   uint16_t port = 0;
   int stamp_off = -1;
-  Template t;
+  const NameSet* set = nullptr;
   std::vector<uint32_t> seq;
   size_t seq_pos = 0;
   uint32_t names = 0, next_miss = 0;
@@ -373,7 +469,7 @@ struct PhaseResult {
 
 // Checks answers and punts in the correctness phase.
 struct Checker {
-  const Template* t = nullptr;
+  const NameSet* set = nullptr;
   uint32_t names = 0;
   uint64_t hits_ok = 0, misses_ok = 0, errors = 0;
   std::vector<uint8_t> expect;
@@ -383,11 +479,13 @@ struct Checker {
   void answer(const rte_mbuf* m) {
     const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
     const size_t len = rte_pktmbuf_data_len(m);
-    const size_t qend = 12 + qname_wire().size() + 4;
-    const size_t want = t->dns + qend + 16 + (t->edns ? 11 : 0);
+    const Template* t = &set->of(0);  // every template has the digits at the same offset
     const uint32_t idx = len > t->digits + 8 ? read_index(f + t->digits) : kMiss;
-    if (len != want) return error("answer has the wrong length", idx);
     if (idx == kMiss || idx >= names) return error("answer for a name that is not cached", idx);
+    t = &set->of(idx);
+    const size_t qend = 12 + t->name_len + 4;
+    const size_t want = t->dns + qend + 16 + (t->edns ? 11 : 0);
+    if (len != want) return error("answer has the wrong length", idx);
     const uint8_t* dns = f + t->dns;
     if (wire::load16(dns + 2) != 0x8180) return error("flags are not QR RD RA NOERROR", idx);
     if (wire::load16(dns + 6) != 1 || wire::load16(dns + 10) != (t->edns ? 1 : 0))
@@ -409,10 +507,12 @@ struct Checker {
   }
   void punt(const rte_mbuf* m) {
     const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
-    const uint32_t idx = rte_pktmbuf_data_len(m) > t->digits + 8 ? read_index(f + t->digits) : kMiss;
+    const size_t digits = set->of(0).digits;
+    const uint32_t idx = rte_pktmbuf_data_len(m) > digits + 8 ? read_index(f + digits) : kMiss;
     if (idx == kMiss || idx < names) return error("a cached name reached the exception ring", idx);
-    expect.resize(t->frame.size());
-    write_query(expect.data(), *t, idx);
+    const Template& t = set->of(idx);
+    expect.resize(t.frame.size());
+    write_query(expect.data(), t, idx);
     if (rte_pktmbuf_data_len(m) != expect.size() || std::memcmp(f, expect.data(), expect.size()))
       return error("a miss was changed on its way to the exception ring", idx);
     ++misses_ok;
@@ -434,7 +534,6 @@ PhaseResult run_phase(Rig& r, double rate, double warmup, double seconds, Checke
   const uint64_t t0 = rte_rdtsc();
   const uint64_t t_meas = t0 + static_cast<uint64_t>(warmup * static_cast<double>(r.hz));
   const uint64_t t_end = t_meas + static_cast<uint64_t>(seconds * static_cast<double>(r.hz));
-  const uint16_t frame_len = static_cast<uint16_t>(r.t.frame.size());
   uint64_t total_sent = 0, total_back = 0;
   for (;;) {
     const uint64_t now = rte_rdtsc();
@@ -476,17 +575,19 @@ PhaseResult run_phase(Rig& r, double rate, double warmup, double seconds, Checke
     for (unsigned i = 0; i < budget; ++i) {
       rte_mbuf* m = r.stash.back();
       r.stash.pop_back();
-      m->data_off = RTE_PKTMBUF_HEADROOM;
-      m->data_len = frame_len;
-      m->pkt_len = frame_len;
-      m->ol_flags = 0;
       uint32_t idx = r.seq[r.seq_pos];
       r.seq_pos = r.seq_pos + 1 == r.seq.size() ? 0 : r.seq_pos + 1;
       if (idx == kMiss) {
         idx = r.next_miss;
         r.next_miss = r.next_miss + 1 == kMaxIndex ? r.names : r.next_miss + 1;
       }
-      write_query(rte_pktmbuf_mtod(m, uint8_t*), r.t, idx);
+      const Template& t = r.set->of(idx);
+      const uint16_t frame_len = static_cast<uint16_t>(t.frame.size());
+      m->data_off = RTE_PKTMBUF_HEADROOM;
+      m->data_len = frame_len;
+      m->pkt_len = frame_len;
+      m->ol_flags = 0;
+      write_query(rte_pktmbuf_mtod(m, uint8_t*), t, idx);
       stamp(m, r.stamp_off) = now;
       objs[i] = m;
     }
@@ -569,19 +670,19 @@ StageFigures stage_capacity(Rig& r, dp::Worker& w, size_t bursts) {
   rte_mbuf* tx[dp::kBurst];
   rte_mbuf* exc[dp::kBurst];
   if (rte_pktmbuf_alloc_bulk(r.pool, b, dp::kBurst) != 0) return f;
-  const uint16_t len = static_cast<uint16_t>(r.t.frame.size());
   auto fill = [&] {
     for (unsigned i = 0; i < dp::kBurst; ++i) {
       rte_mbuf* m = b[i];
-      m->data_off = RTE_PKTMBUF_HEADROOM;
-      m->data_len = m->pkt_len = len;
       uint32_t idx = r.seq[r.seq_pos];
       r.seq_pos = r.seq_pos + 1 == r.seq.size() ? 0 : r.seq_pos + 1;
       if (idx == kMiss) {
         idx = r.next_miss;
         r.next_miss = r.next_miss + 1 == kMaxIndex ? r.names : r.next_miss + 1;
       }
-      write_query(rte_pktmbuf_mtod(m, uint8_t*), r.t, idx);
+      const Template& t = r.set->of(idx);
+      m->data_off = RTE_PKTMBUF_HEADROOM;
+      m->data_len = m->pkt_len = static_cast<uint16_t>(t.frame.size());
+      write_query(rte_pktmbuf_mtod(m, uint8_t*), t, idx);
     }
   };
   double t0 = thread_cpu_ns();
@@ -616,60 +717,24 @@ bool hugepages_free() {
   return false;
 }
 
-}  // namespace
+// What one name set measured; `run` is false when the set was not measured.
+struct SetFigures {
+  bool run = false, ok = false;
+  double stage_ns = 0, worker_mqps = 0, reference_mpps = 0, p99_us = 0;
+};
 
-int dataplane_main(int argc, char** argv) {
-  Options o;
-  if (!parse_options(argc, argv, o)) return 2;
-
-  const std::string prefix = "--file-prefix=tern-bench-" + std::to_string(getpid());
-  std::vector<std::string> eal = {"tern-bench", "-l", "0,1", "--no-pci", "--no-telemetry", "--log-level=*:warning",
-                                  prefix};
-  bool huge = !o.no_huge && hugepages_free();
-  if (huge) {
-    eal.push_back("--in-memory");
-  } else {
-    std::printf("note: %s: running DPDK with --no-huge (figures will be lower; scripts/hugepages.sh reserves pages)\n",
-                o.no_huge ? "--no-huge given" : "fewer than 256 free 2 MiB hugepages");
-    for (const char* a : {"--no-huge", "--no-shconf", "-m", "1024"}) eal.push_back(a);
-  }
-  std::vector<char*> eargv;
-  for (auto& s : eal) eargv.push_back(s.data());
-  if (rte_eal_init(static_cast<int>(eargv.size()), eargv.data()) < 0) {
-    std::fprintf(stderr, "tern-bench dataplane: EAL init failed: %s (needs 2 lcores: 0 and 1)\n", rte_strerror(rte_errno));
-    return 1;
-  }
-  const unsigned wl = rte_get_next_lcore(-1, 1, 0);
-  if (wl >= RTE_MAX_LCORE) {
-    std::fprintf(stderr, "tern-bench dataplane: no worker lcore (EAL got -l 0,1: does this machine have 2 cores?)\n");
-    return 1;
-  }
-
-  Rig r;
-  r.hz = rte_get_tsc_hz();
+// The whole measurement for one name set, on the rig's port: a cache of its own filled with the set's
+// names, a worker on it, then the correctness check, the stage figure, the reference loop, the worker
+// at full speed and at the given loads.
+SetFigures measure_set(Rig& r, const Options& o, const NameSet& set, unsigned wl) {
+  SetFigures fig;
+  fig.run = true;
+  r.set = &set;
   r.names = o.names;
   r.next_miss = o.names;
-  r.t = make_template(o.v6, o.edns);
-  static const rte_mbuf_dynfield stamp_desc = {"tern_bench_tsc", sizeof(uint64_t), alignof(uint64_t), 0};
-  r.stamp_off = rte_mbuf_dynfield_register(&stamp_desc);
-  r.pool = rte_pktmbuf_pool_create("bench_pool", kPoolSize, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
-  r.rx = rte_ring_create("bench_rx", kRingSize, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
-  r.tx = rte_ring_create("bench_tx", kRingSize, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
-  r.exc = rte_ring_create("bench_exc", kRingSize, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
-  if (r.stamp_off < 0 || !r.pool || !r.rx || !r.tx || !r.exc) {
-    std::fprintf(stderr, "tern-bench dataplane: cannot create mempool/rings: %s\n", rte_strerror(rte_errno));
-    return 1;
-  }
-  const int port = rte_eth_from_rings("bench_port", &r.rx, 1, &r.tx, 1, SOCKET_ID_ANY);
-  rte_eth_conf pconf{};
-  if (port < 0 || rte_eth_dev_configure(static_cast<uint16_t>(port), 1, 1, &pconf) != 0 ||
-      rte_eth_rx_queue_setup(static_cast<uint16_t>(port), 0, kRingSize, SOCKET_ID_ANY, nullptr, r.pool) != 0 ||
-      rte_eth_tx_queue_setup(static_cast<uint16_t>(port), 0, kRingSize, SOCKET_ID_ANY, nullptr) != 0 ||
-      rte_eth_dev_start(static_cast<uint16_t>(port)) != 0) {
-    std::fprintf(stderr, "tern-bench dataplane: ring PMD port setup failed: %s\n", rte_strerror(rte_errno));
-    return 1;
-  }
-  r.port = static_cast<uint16_t>(port);
+  r.seq_pos = 0;
+  for (rte_mbuf* m : r.stash) rte_pktmbuf_free(m);
+  r.stash.clear();
 
   // The cache, filled the way the service thread fills it: insert_response on real responses.
   cache::Config cc;
@@ -678,19 +743,20 @@ int dataplane_main(int argc, char** argv) {
   cache::Cache cache(cc);
   const uint32_t now = dp::cache_clock_s();
   uint64_t fill_t0 = rte_rdtsc();
+  double name_bytes = 0;
   for (uint32_t i = 0; i < o.names; ++i) {
-    const auto res = cache.insert_response(response_for(i), now);
+    const auto res = cache.insert_response(response_for(set, i), now);
     if (!res.stored()) {
       std::fprintf(stderr, "tern-bench dataplane: cache refused name %u: %s\n", i, cache::describe(res.reason));
-      return 1;
+      return fig;
     }
+    name_bytes += static_cast<double>(set.of(i).name_len);
   }
   const double fill_s = static_cast<double>(rte_rdtsc() - fill_t0) / static_cast<double>(r.hz);
   const auto cst = cache.stats();
-
-  std::printf("tern-bench dataplane: names=%u zipf=%.2f hit=%.2f %s edns=%s seconds=%.1f worker_lcore=%u %s\n",
-              o.names, o.zipf, o.hit, o.v6 ? "ipv6" : "ipv4", o.edns ? "on" : "off", o.seconds, wl,
-              huge ? "hugepages" : "no-huge");
+  std::printf("\n== names: %s (%s), mean %.1f bytes on the wire over the cached names\n", set.label(),
+              set.mix ? "15-100 bytes, 87.5% of the mix 15-40, median 27" : "n<8 digits>.bench.lab., 21 bytes",
+              name_bytes / o.names);
   std::printf("cache: %u entries in %.2f s (%.2f M inserts/s), %.1f MiB accounted\n", o.names, fill_s,
               o.names / fill_s / 1e6, static_cast<double>(cst.total.bytes) / (1 << 20));
 
@@ -722,7 +788,7 @@ int dataplane_main(int argc, char** argv) {
   dp::Worker* w = dp::worker_create(wc, &err);
   if (!w) {
     std::fprintf(stderr, "tern-bench dataplane: %s\n", err.c_str());
-    return 1;
+    return fig;
   }
   auto start_worker = [&] {
     stop = false;
@@ -739,17 +805,17 @@ int dataplane_main(int argc, char** argv) {
   co.hit = std::min(o.hit, 0.9);
   r.seq = make_sequence(co, 1 << 16, 1);
   Checker check;
-  check.t = &r.t;
+  check.set = &set;
   check.names = o.names;
   const uint64_t n_check = o.quick ? 20'000 : 100'000;
   start_worker();
   run_phase(r, 2e6, 0, 30, &check, n_check);
   stop_lcore();
-  const bool check_ok = check.errors == 0 && check.hits_ok + check.misses_ok == n_check;
+  fig.ok = check.errors == 0 && check.hits_ok + check.misses_ok == n_check;
   std::printf("check: %lu queries: %lu hits answered correctly, %lu misses punted unchanged, %lu errors%s\n",
               static_cast<unsigned long>(n_check), static_cast<unsigned long>(check.hits_ok),
               static_cast<unsigned long>(check.misses_ok), static_cast<unsigned long>(check.errors),
-              check_ok ? "" : "  FAILED");
+              fig.ok ? "" : "  FAILED");
 
   r.seq = make_sequence(o, std::clamp<size_t>(size_t{o.names} * 2, 1 << 20, 1 << 24), 2);
   r.seq_pos = 0;
@@ -759,24 +825,24 @@ int dataplane_main(int argc, char** argv) {
   // with the rings and the generator taken out, and robust against other load on the machine.
   {
     const StageFigures sf = stage_capacity(r, *w, o.quick ? 20'000 : o.stages_only ? 2'000'000 : 200'000);
+    fig.stage_ns = sf.ns_per_query;
     std::printf("worker stages (process_burst, thread CPU time): %.1f ns per query -> %.2f Mqps per core "
                 "(query build %.1f ns subtracted)\n",
                 sf.ns_per_query, sf.ns_per_query > 0 ? 1e3 / sf.ns_per_query : 0.0, sf.build_ns);
     if (o.stages_only) {
       dp::worker_destroy(w);
-      rte_eal_cleanup();
-      return check_ok ? 0 : 1;
+      return fig;
     }
   }
 
-  // 2. Reference loop at full speed.
+  // 2. Reference loop at full speed, on this set's frames.
   RefCtx rc{r.port, &stop};
   stop = false;
   rte_eal_remote_launch(reference_loop, &rc, wl);
   const PhaseResult ref = run_phase(r, 0, warm, o.seconds);
   stop_lcore();
-  const double ref_mpps = ref.mqps();
-  std::printf("reference (swap + forward): %.2f Mpps%s\n", ref_mpps,
+  fig.reference_mpps = ref.mqps();
+  std::printf("reference (swap + forward): %.2f Mpps%s\n", fig.reference_mpps,
               ref.ring_full ? "" : "  (generator-bound: the loop was never the bottleneck; a lower bound)");
 
   // 3. The worker at full speed, then at fractions of it for latency. Besides the wall-clock rate, the
@@ -790,7 +856,7 @@ int dataplane_main(int argc, char** argv) {
   const double ns_per_query = rx1 > rx0 ? static_cast<double>(busy1 - busy0) * 1e9 / static_cast<double>(r.hz) /
                                               static_cast<double>(rx1 - rx0)
                                         : 0;
-  const double worker_mqps = max.mqps();
+  fig.worker_mqps = max.mqps();
   const double busy_share = static_cast<double>(busy1 - busy0) / (static_cast<double>(r.hz) * (warm + o.seconds));
   const bool generator_bound = busy_share < 0.9;
   std::printf("worker busy %.0f%% of the phase, %.1f ns per query while busy%s\n", busy_share * 100, ns_per_query,
@@ -798,18 +864,17 @@ int dataplane_main(int argc, char** argv) {
                               : "");
   std::printf("worker max: %.2f Mqps (answered %.2f M/s, punted %.2f M/s)%s  p50 %.2f us p99 %.2f us (queueing "
               "behind a full %u-slot ring)\n",
-              worker_mqps, static_cast<double>(max.answered) / max.seconds / 1e6,
+              fig.worker_mqps, static_cast<double>(max.answered) / max.seconds / 1e6,
               static_cast<double>(max.punted) / max.seconds / 1e6,
               generator_bound || !max.ring_full ? "  (generator-bound: a lower bound)" : "", max.lat.percentile_us(50),
               max.lat.percentile_us(99), kRingSize);
-  double p99_at_90 = 0;
   for (size_t li = 0; li < o.loads.size(); ++li) {
     const double load = o.loads[li];
-    const PhaseResult p = run_phase(r, load * worker_mqps * 1e6, warm, o.seconds);
+    const PhaseResult p = run_phase(r, load * fig.worker_mqps * 1e6, warm, o.seconds);
     std::printf("load %3.0f%%: offered %.2f Mqps, served %.2f Mqps, latency p50 %.2f us p99 %.2f us p99.9 %.2f us\n",
-                load * 100, load * worker_mqps, p.mqps(), p.lat.percentile_us(50), p.lat.percentile_us(99),
+                load * 100, load * fig.worker_mqps, p.mqps(), p.lat.percentile_us(50), p.lat.percentile_us(99),
                 p.lat.percentile_us(99.9));
-    if (load >= 0.9 || li + 1 == o.loads.size()) p99_at_90 = p.lat.percentile_us(99);
+    if (load >= 0.9 || li + 1 == o.loads.size()) fig.p99_us = p.lat.percentile_us(99);
   }
   stop_lcore();
 
@@ -818,17 +883,94 @@ int dataplane_main(int argc, char** argv) {
     if (const uint64_t v = w->published[i].load(std::memory_order_relaxed))
       std::printf(" %s=%lu", std::string(dp::kCounterInfo[i].name).c_str(), static_cast<unsigned long>(v));
   std::printf("\n");
-
   dp::worker_destroy(w);
+  return fig;
+}
+
+}  // namespace
+
+int dataplane_main(int argc, char** argv) {
+  Options o;
+  if (!parse_options(argc, argv, o)) return 2;
+
+  const std::string prefix = "--file-prefix=tern-bench-" + std::to_string(getpid());
+  std::vector<std::string> eal = {"tern-bench", "-l", "0,1", "--no-pci", "--no-telemetry", "--log-level=*:warning",
+                                  prefix};
+  bool huge = !o.no_huge && hugepages_free();
+  if (huge) {
+    eal.push_back("--in-memory");
+  } else {
+    std::printf("note: %s: running DPDK with --no-huge (figures will be lower; scripts/hugepages.sh reserves pages)\n",
+                o.no_huge ? "--no-huge given" : "fewer than 256 free 2 MiB hugepages");
+    for (const char* a : {"--no-huge", "--no-shconf", "-m", "1024"}) eal.push_back(a);
+  }
+  std::vector<char*> eargv;
+  for (auto& s : eal) eargv.push_back(s.data());
+  if (rte_eal_init(static_cast<int>(eargv.size()), eargv.data()) < 0) {
+    std::fprintf(stderr, "tern-bench dataplane: EAL init failed: %s (needs 2 lcores: 0 and 1)\n", rte_strerror(rte_errno));
+    return 1;
+  }
+  const unsigned wl = rte_get_next_lcore(-1, 1, 0);
+  if (wl >= RTE_MAX_LCORE) {
+    std::fprintf(stderr, "tern-bench dataplane: no worker lcore (EAL got -l 0,1: does this machine have 2 cores?)\n");
+    return 1;
+  }
+
+  Rig r;
+  r.hz = rte_get_tsc_hz();
+  static const rte_mbuf_dynfield stamp_desc = {"tern_bench_tsc", sizeof(uint64_t), alignof(uint64_t), 0};
+  r.stamp_off = rte_mbuf_dynfield_register(&stamp_desc);
+  r.pool = rte_pktmbuf_pool_create("bench_pool", kPoolSize, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
+  r.rx = rte_ring_create("bench_rx", kRingSize, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  r.tx = rte_ring_create("bench_tx", kRingSize, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  r.exc = rte_ring_create("bench_exc", kRingSize, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  if (r.stamp_off < 0 || !r.pool || !r.rx || !r.tx || !r.exc) {
+    std::fprintf(stderr, "tern-bench dataplane: cannot create mempool/rings: %s\n", rte_strerror(rte_errno));
+    return 1;
+  }
+  const int port = rte_eth_from_rings("bench_port", &r.rx, 1, &r.tx, 1, SOCKET_ID_ANY);
+  rte_eth_conf pconf{};
+  if (port < 0 || rte_eth_dev_configure(static_cast<uint16_t>(port), 1, 1, &pconf) != 0 ||
+      rte_eth_rx_queue_setup(static_cast<uint16_t>(port), 0, kRingSize, SOCKET_ID_ANY, nullptr, r.pool) != 0 ||
+      rte_eth_tx_queue_setup(static_cast<uint16_t>(port), 0, kRingSize, SOCKET_ID_ANY, nullptr) != 0 ||
+      rte_eth_dev_start(static_cast<uint16_t>(port)) != 0) {
+    std::fprintf(stderr, "tern-bench dataplane: ring PMD port setup failed: %s\n", rte_strerror(rte_errno));
+    return 1;
+  }
+  r.port = static_cast<uint16_t>(port);
+
+  std::printf("tern-bench dataplane: names=%u zipf=%.2f hit=%.2f %s edns=%s seconds=%.1f worker_lcore=%u %s "
+              "name-lengths=%s\n",
+              o.names, o.zipf, o.hit, o.v6 ? "ipv6" : "ipv4", o.edns ? "on" : "off", o.seconds, wl,
+              huge ? "hugepages" : "no-huge", o.fixed && o.mix ? "both" : o.mix ? "mix" : "fixed");
+  SetFigures fixed, mix;
+  if (o.fixed) {
+    const NameSet set = make_name_set(false, o.v6, o.edns);
+    fixed = measure_set(r, o, set, wl);
+  }
+  if (o.mix) {
+    const NameSet set = make_name_set(true, o.v6, o.edns);
+    mix = measure_set(r, o, set, wl);
+  }
+
   for (rte_mbuf* m : r.stash) rte_pktmbuf_free(m);
   r.stash.clear();
   rte_eth_dev_stop(r.port);
   rte_eth_dev_close(r.port);
-  std::printf("RESULT worker_mqps=%.2f reference_mpps=%.2f ratio=%.3f p99_us=%.2f\n", worker_mqps, ref_mpps,
-              ref_mpps > 0 ? worker_mqps / ref_mpps : 0.0, p99_at_90);
+  // worker_mqps & co. stay the fixed names' figures (tern-bench plan and earlier runs read them);
+  // the mix's follow with a mix_ prefix.
+  const SetFigures& head = fixed.run ? fixed : mix;
+  std::printf("RESULT worker_mqps=%.2f reference_mpps=%.2f ratio=%.3f p99_us=%.2f stage_ns=%.1f", head.worker_mqps,
+              head.reference_mpps, head.reference_mpps > 0 ? head.worker_mqps / head.reference_mpps : 0.0, head.p99_us,
+              head.stage_ns);
+  if (fixed.run && mix.run)
+    std::printf(" mix_worker_mqps=%.2f mix_reference_mpps=%.2f mix_ratio=%.3f mix_p99_us=%.2f mix_stage_ns=%.1f",
+                mix.worker_mqps, mix.reference_mpps, mix.reference_mpps > 0 ? mix.worker_mqps / mix.reference_mpps : 0.0,
+                mix.p99_us, mix.stage_ns);
+  std::printf("\n");
   std::fflush(stdout);
   rte_eal_cleanup();
-  return check_ok ? 0 : 1;
+  return (!fixed.run || fixed.ok) && (!mix.run || mix.ok) ? 0 : 1;
 }
 
 }  // namespace tern::bench

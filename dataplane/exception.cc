@@ -250,7 +250,16 @@ struct Service {
       if (c.probe_replies && to_probe(m[i])) continue;
       m[nic++] = m[i];
     }
-    tx_or_drop(c.nic_port, c.nic_tx_queue, m, nic, SvcCounter::to_nic, SvcCounter::to_nic_dropped);
+    if (c.nic_tx_ring) {
+      const unsigned q = nic ? rte_ring_sp_enqueue_burst(c.nic_tx_ring, reinterpret_cast<void**>(m), nic, nullptr) : 0;
+      k.add(SvcCounter::to_nic, q);
+      if (q < nic) {
+        rte_pktmbuf_free_bulk(m + q, nic - q);
+        k.add(SvcCounter::to_nic_dropped, nic - q);
+      }
+    } else {
+      tx_or_drop(c.nic_port, c.nic_tx_queue, m, nic, SvcCounter::to_nic, SvcCounter::to_nic_dropped);
+    }
     return n;
   }
 

@@ -90,6 +90,7 @@ class AddrWatch {
 
 struct ServiceConf {
   uint16_t nic_port = 0, nic_tx_queue = 0;
+  rte_ring* nic_tx_ring = nullptr;  // set: frames for the NIC go to worker 0 here (no nic_tx_queue)
   int nic_rx_queue = -1;          // paired-queue drivers: the service thread's own RX queue
   Worker* own_worker = nullptr;   // processes nic_rx_queue (nullptr when there is none)
   uint16_t exc_port = 0;

@@ -186,6 +186,7 @@ struct Node {
   std::vector<rte_ring*> probe_in;            // per worker, control thread -> worker
   rte_ring* probe_hits = nullptr;             // workers -> control thread
   rte_ring* probe_ctl = nullptr;              // service thread -> control thread
+  rte_ring* service_tx = nullptr;             // service thread -> worker 0 (NicPort::service_via_worker)
   std::unique_ptr<Prober> prober;
   std::vector<Worker*> workers;  // workers[W] is the service thread's own (paired queues)
   bool launched = false;
@@ -204,6 +205,7 @@ struct Node {
     control.stop();
     drain_rings(rings);
     drain_rings(probe_in);
+    if (service_tx) drain_rings({service_tx});
     drain_probe_rings(std::array<rte_ring*, 2>{probe_hits, probe_ctl});
     if (nic_up) port_close(nic.id), nic_up = false;
     if (exc_up) port_close(exc.id), exc_up = false;
@@ -215,6 +217,7 @@ struct Node {
     probe_in.clear();
     rte_ring_free(probe_hits), probe_hits = nullptr;
     rte_ring_free(probe_ctl), probe_ctl = nullptr;
+    rte_ring_free(service_tx), service_tx = nullptr;
     if (pool) rte_mempool_free(pool), pool = nullptr;
   }
 };
@@ -364,6 +367,10 @@ int run(int argc, char** argv) {
   node.probe_ctl = rte_ring_create("tern_probe_ctl", 64, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
   if (!node.probe_hits || !node.probe_ctl)
     return abort_with(std::string("cannot create the probe reply rings: ") + rte_strerror(rte_errno));
+  if (node.nic.service_via_worker) {
+    node.service_tx = rte_ring_create("tern_svc_tx", p.exception_ring, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (!node.service_tx) return abort_with(std::string("cannot create the service TX ring: ") + rte_strerror(rte_errno));
+  }
   auto make_worker = [&](unsigned i, rte_ring* ring) -> Worker* {
     WorkerConf wc;
     wc.index = i;
@@ -380,6 +387,7 @@ int run(int argc, char** argv) {
     wc.socket_id = socket;
     if (i < node.probe_in.size()) wc.probe_in = node.probe_in[i];
     wc.probe_out = node.probe_hits;
+    if (i == 0) wc.service_tx_in = node.service_tx;
     Worker* w = worker_create(wc, &err);
     if (w) node.workers.push_back(w);
     return w;
@@ -438,6 +446,7 @@ int run(int argc, char** argv) {
   ServiceConf sc;
   sc.nic_port = node.nic.id;
   sc.nic_tx_queue = node.nic.service_tx;
+  sc.nic_tx_ring = node.service_tx;
   sc.nic_rx_queue = node.nic.service_rx;
   sc.own_worker = own;
   sc.exc_port = node.exc.id;

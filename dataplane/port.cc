@@ -140,8 +140,8 @@ bool preflight(const Profile& p, std::string* error) {
              "another tern-dataplane is running here, or a stale one left it (ip link del " + iface_arg(p.device) + ")";
     return false;
   }
-  if (p.driver == "net_af_packet" && !exists(iface_arg(p.device))) {
-    *error = "interface " + iface_arg(p.device) + " for net_af_packet does not exist in this network namespace";
+  if ((p.driver == "net_af_packet" || p.driver == "net_af_xdp") && !exists(iface_arg(p.device))) {
+    *error = "interface " + iface_arg(p.device) + " for " + p.driver + " does not exist in this network namespace";
     return false;
   }
   if (exists(p.exception_name)) {
@@ -205,15 +205,21 @@ bool nic_port_setup(const Profile& p, rte_mempool* mp, NicPort& out, std::string
   }
   const unsigned w = p.workers();
   const bool paired = lim && lim->paired_queues;
-  out.nb_rx = static_cast<uint16_t>(paired ? w + 1 : w);
-  out.nb_tx = static_cast<uint16_t>(w + 1);
+  // An AF_XDP port with one queue pair per worker and none to spare (a veth, a one-queue NIC):
+  // the service thread's frames leave through worker 0's TX queue (WorkerConf::service_tx_in).
+  out.service_via_worker = nic_queue_pairs(p) == w;
+  out.nb_rx = static_cast<uint16_t>(paired && !out.service_via_worker ? w + 1 : w);
+  out.nb_tx = static_cast<uint16_t>(out.service_via_worker ? w : w + 1);
   out.service_tx = static_cast<uint16_t>(w);
-  out.service_rx = paired ? static_cast<int>(w) : -1;
+  out.service_rx = paired && !out.service_via_worker ? static_cast<int>(w) : -1;
   if (out.nb_rx > info.max_rx_queues || out.nb_tx > info.max_tx_queues) {
     *error = "NIC " + out.name + " (" + info.driver_name + ") has " + std::to_string(info.max_rx_queues) + " RX / " +
              std::to_string(info.max_tx_queues) + " TX queues, profile needs " + std::to_string(out.nb_rx) + " / " +
              std::to_string(out.nb_tx) + " (workers + service thread); use fewer [workers] lcores" +
-             (p.driver == "net_af_packet" ? " or raise qpairs= in the device args" : "");
+             (p.driver == "net_af_packet" ? " or raise qpairs= in the device args"
+              : p.driver == "net_af_xdp"  ? " or raise queue_count= in the device args (at most the NIC's combined "
+                                            "channels: ethtool -l; a veth or TAP has one)"
+                                          : "");
     return false;
   }
 
@@ -321,7 +327,8 @@ bool nic_port_setup(const Profile& p, rte_mempool* mp, NicPort& out, std::string
                                  : std::string("speed unknown"));
     note("NIC " + out.name + " (" + info.driver_name + ") port " + std::to_string(out.id) + ": " + buf + ", " +
          std::to_string(out.nb_rx) + " RX / " + std::to_string(out.nb_tx) + " TX queues, node MAC " +
-         mac_to_string(out.node_mac) + (out.tx_cksum ? ", TX checksum offload" : ""));
+         mac_to_string(out.node_mac) + (out.tx_cksum ? ", TX checksum offload" : "") +
+         (out.service_via_worker ? ", service thread sends through worker 0" : ""));
   }
   return true;
 }

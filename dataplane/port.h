@@ -45,7 +45,7 @@ struct EalPlan {
 EalPlan build_eal_args(const Profile&, const HugepageStatus&, const std::string& instance,
                        const std::vector<std::string>& passthrough);
 // Checks that need no EAL: TAP names free in this namespace (a tun of an
-// existing name would be shared, not created), the af_packet interface present,
+// existing name would be shared, not created), the af_packet / af_xdp interface present,
 // /dev/net/tun or /dev/vhost-net usable.
 bool preflight(const Profile&, std::string* error);
 bool eal_init(const EalPlan&, std::string* error);
@@ -55,7 +55,8 @@ rte_mempool* create_mempool(const Profile&, std::string* error);
 struct NicPort {
   uint16_t id = 0;
   uint16_t nb_rx = 0, nb_tx = 0;
-  uint16_t service_tx = 0;       // = workers
+  uint16_t service_tx = 0;       // = workers (unused when service_via_worker)
+  bool service_via_worker = false;  // no TX queue for the service thread: worker 0 sends its frames
   int service_rx = -1;           // = workers for paired-queue drivers, else -1
   bool tx_cksum = false;         // IPv4 + UDP checksum offload enabled on TX
   rte_ether_addr node_mac{};     // the MAC clients talk to: the exception interface gets it

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -20,24 +21,32 @@ constexpr uint32_t kCsumAll = kCsumRxIpv4 | kCsumRxUdp | kCsumTxIpv4 | kCsumTxUd
 constexpr std::array kDrivers = {
     // ixgbe_rxtx.h: IXGBE_MIN_RING_DESC 32, IXGBE_MAX_RING_DESC 4096, IXGBE_RXD_ALIGN 8;
     // 82599 datasheet 7.1.2.8: RSS indirection entries are 4 bits -> 16 queues.
-    DriverLimits{"net_ixgbe", 16, 32, 4096, 8, true, false, kRssAll, kCsumAll},
+    DriverLimits{"net_ixgbe", 16, 32, 4096, 8, true, false, kRssAll, kCsumAll, 0},
     // i40e_rxtx.h: I40E_MIN_RING_DESC 64, I40E_MAX_RING_DESC 4096, I40E_ALIGN_RING_DESC 32;
     // X710: up to 64 queue pairs per VSI for RSS.
-    DriverLimits{"net_i40e", 64, 64, 4096, 32, true, false, kRssAll, kCsumAll},
+    DriverLimits{"net_i40e", 64, 64, 4096, 32, true, false, kRssAll, kCsumAll, 0},
     // ice_rxtx.h: ICE_MIN_RING_DESC 64, ICE_MAX_RING_DESC 4096, ICE_ALIGN_RING_DESC 32;
     // E810: 256 queues per PF for RSS in the DPDK PMD.
-    DriverLimits{"net_ice", 256, 64, 4096, 32, true, false, kRssAll, kCsumAll},
+    DriverLimits{"net_ice", 256, 64, 4096, 32, true, false, kRssAll, kCsumAll, 0},
     // mlx5.rst: queue sizes are rounded to powers of two, up to 32768 WQEs; 1024 queues.
-    DriverLimits{"mlx5_pci", 1024, 32, 32768, 1, true, false, kRssAll, kCsumAll},
+    DriverLimits{"mlx5_pci", 1024, 32, 32768, 1, true, false, kRssAll, kCsumAll, 0},
     // virtio_ethdev.h: VIRTIO_MAX_VIRTQUEUE_PAIRS 8; QEMU's rx/tx_queue_size max 1024.
     // virtio has no IPv4 header checksum offload, only L4 (VIRTIO_NET_F_CSUM/GUEST_CSUM).
-    DriverLimits{"net_virtio", 8, 64, 1024, 1, true, true, kRssAll, kCsumRxUdp | kCsumTxUdp},
+    DriverLimits{"net_virtio", 8, 64, 1024, 1, true, true, kRssAll, kCsumRxUdp | kCsumTxUdp, 0},
     // rte_eth_tap.h: RTE_PMD_TAP_MAX_QUEUES 16 (TAP_MAX_QUEUES); descriptors are
     // software only. Checksums are computed by the PMD in software.
-    DriverLimits{"net_tap", 16, 1, 32768, 1, false, true, kRssIpv4 | kRssIpv6 | kRssIpv4Udp | kRssIpv6Udp, kCsumAll},
+    DriverLimits{"net_tap", 16, 1, 32768, 1, false, true, kRssIpv4 | kRssIpv6 | kRssIpv4Udp | kRssIpv6Udp, kCsumAll, 0},
     // rte_eth_af_packet.c: RTE_PMD_AF_PACKET_MAX_RINGS 16; descriptors = ring frames.
     // No RSS: several queues use PACKET_FANOUT_HASH in the kernel.
-    DriverLimits{"net_af_packet", 16, 1, 32768, 1, false, true, kRssIpv4 | kRssIpv6 | kRssIpv4Udp | kRssIpv6Udp, 0},
+    DriverLimits{"net_af_packet", 16, 1, 32768, 1, false, true, kRssIpv4 | kRssIpv6 | kRssIpv4Udp | kRssIpv6Udp, 0, 0},
+    // rte_eth_af_xdp.c (22.11): one XDP socket per queue pair, bound to netdev queues
+    // start_queue .. start_queue+queue_count-1, which must not exceed the NIC's combined
+    // channels (ethtool -l; a veth or TAP reports none, so 1). The NIC's own RSS spreads flows
+    // (configured with ethtool -X, not through DPDK: no rss offload, no checksum offload). XSK
+    // rings are powers of two; 4096 keeps the fill ring (2 x 2048) ahead. Every RX queue parks
+    // ETH_AF_XDP_DFLT_NUM_DESCS = 2048 mbufs in the UMEM fill queue at setup (the mbuf pool is
+    // the UMEM: no copy between the kernel's frame and the mbuf).
+    DriverLimits{"net_af_xdp", 64, 64, 4096, 1, false, true, kRssIpv4 | kRssIpv6 | kRssIpv4Udp | kRssIpv6Udp, 0, 2048},
 };
 
 constexpr uint16_t kRteMbufMaxCache = 512;  // RTE_MEMPOOL_CACHE_MAX_SIZE
@@ -135,6 +144,22 @@ std::string names_of(const std::array<NamedBit, N>& names) {
 bool is_pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
 }  // namespace
+
+unsigned vdev_queue_pairs(const Profile& p) {
+  const char* key = p.driver == "net_af_xdp" ? ",queue_count=" : p.driver == "net_af_packet" ? ",qpairs=" : nullptr;
+  if (!key) return 0;
+  const size_t at = p.device.find(key);
+  if (at == std::string::npos) return 1;  // both PMDs default to one pair
+  const size_t from = at + std::strlen(key);
+  unsigned n = 0;
+  if (!parse_uint(std::string_view(p.device).substr(from, p.device.find(',', from) - from), n, 1024)) return 0;
+  return n;
+}
+
+unsigned nic_queue_pairs(const Profile& p) {
+  if (p.driver == "net_af_xdp" && vdev_queue_pairs(p) == p.workers()) return p.workers();
+  return p.workers() + 1;
+}
 
 const DriverLimits* driver_limits(std::string_view driver) {
   for (const auto& d : kDrivers)
@@ -296,8 +321,12 @@ uint64_t mbufs_needed(const Profile& p) {
   n += p.tx_desc + 2ull * p.exception_desc + 2ull * p.burst;
   // rte_mempool per-lcore caches may hold up to 1.5 x size (flush threshold).
   n += (w + 1) * (uint64_t{p.mbuf_cache} * 3 / 2);
+  const DriverLimits* d = driver_limits(p.driver);
   // Paired-queue drivers give the service thread an RX queue of its own as well.
-  if (const DriverLimits* d = driver_limits(p.driver); d && d->paired_queues) n += p.rx_desc;
+  const bool service_pair = d && d->paired_queues && nic_queue_pairs(p) > w;
+  if (service_pair) n += p.rx_desc;
+  // Kernel fill rings (AF_XDP): parked mbufs on every RX queue.
+  if (d) n += (w + (service_pair ? 1 : 0)) * uint64_t{d->rx_fill_mbufs};
   return n;
 }
 
@@ -325,9 +354,22 @@ std::vector<ProfileError> validate_profile(const Profile& p, std::string_view or
   if (w > d->max_queues)
     err(std::to_string(w) + " workers need " + std::to_string(w) + " RX queues, " + p.driver + " spreads RSS over at most " +
         std::to_string(d->max_queues) + ": use fewer workers");
-  if (p.nic_tx_queues() > d->max_queues)
-    err(std::to_string(p.nic_tx_queues()) + " TX queues (workers + the service thread) exceed " + p.driver + "'s " +
+  if (nic_queue_pairs(p) > d->max_queues)
+    err(std::to_string(nic_queue_pairs(p)) + " TX queues (workers + the service thread) exceed " + p.driver + "'s " +
         std::to_string(d->max_queues));
+  if (p.driver == "net_af_xdp") {
+    // One XDP socket per queue pair the PMD opens; a netdev queue with no socket passes its frames
+    // to the kernel stack, where nothing answers them: the NIC must have exactly these queues.
+    const unsigned q = vdev_queue_pairs(p);
+    if (q == 0)
+      err("device '" + p.device + "': queue_count= must be a number");
+    else if (q != w && q != w + 1)
+      err("device '" + p.device + "' opens " + std::to_string(q) + " queue pair(s) for " + std::to_string(w) +
+          " worker(s): set queue_count=" + std::to_string(w + 1) + " (a pair for the service thread too) or " +
+          std::to_string(w) + " (the service thread sends through worker 0), and give the NIC as many combined "
+          "channels (ethtool -L IFACE combined N)");
+    if (p.device.find(",iface=") == std::string::npos) err("device '" + p.device + "' has no iface=: name the kernel interface");
+  }
   if (std::find(p.worker_lcores.begin(), p.worker_lcores.end(), p.service_lcore) != p.worker_lcores.end())
     err("service_lcore " + std::to_string(p.service_lcore) + " is also a worker lcore; the service thread needs its own");
   {

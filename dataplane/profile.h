@@ -43,7 +43,8 @@ struct Profile {
   std::string description;  // [profile] description
 
   // [port]
-  std::string driver;       // PMD name: net_ixgbe, net_i40e, net_ice, mlx5_pci, net_virtio, net_tap, net_af_packet
+  std::string driver;       // PMD name: net_ixgbe, net_i40e, net_ice, mlx5_pci, net_virtio, net_tap, net_af_packet,
+                            // net_af_xdp
   std::string device;       // PCI address (0000:03:00.0) or vdev args (net_tap0,iface=tl-nic0)
   int numa_socket = -1;     // -1 = any / wherever the device is
   uint16_t rx_desc = 1024;
@@ -75,7 +76,8 @@ struct Profile {
   uint16_t exception_desc = 512;   // exception port RX/TX descriptors
 
   unsigned workers() const { return static_cast<unsigned>(worker_lcores.size()); }
-  // TX queues on the NIC port: one per worker plus the service thread's.
+  // TX queues on the NIC port: one per worker plus the service thread's (see nic_queue_pairs()
+  // for the AF_XDP case where the service thread has none of its own).
   unsigned nic_tx_queues() const { return workers() + 1; }
 };
 
@@ -92,7 +94,18 @@ struct DriverLimits {
                             // service thread's extra TX queue brings an RX queue it must poll
   uint32_t rss_supported;   // RssField bits the hardware can hash on
   uint32_t csum_supported;  // CsumOffload bits
+  uint16_t rx_fill_mbufs;   // mbufs the PMD parks in a kernel fill ring per RX queue on top of
+                            // rx_desc (af_xdp: the UMEM fill queue), counted by mbufs_needed()
 };
+
+// Queue pairs the device args give a kernel-attached PMD that takes its queue count from them
+// (net_af_xdp queue_count=N, net_af_packet qpairs=N; 1 when absent); 0 for other drivers.
+unsigned vdev_queue_pairs(const Profile&);
+
+// NIC queue pairs the port gets: workers + 1 (the service thread's TX queue), or workers alone
+// when a kernel-attached PMD has exactly one pair per worker (an AF_XDP port on a veth or a
+// one-queue NIC: the service thread's frames then leave through worker 0's TX queue).
+unsigned nic_queue_pairs(const Profile&);
 
 // nullptr for an unknown driver (validation then reports it).
 const DriverLimits* driver_limits(std::string_view driver);

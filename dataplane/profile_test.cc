@@ -189,6 +189,39 @@ TEST(Profile, ValidationCatchesInconsistentNumbers) {
   }
 }
 
+TEST(Profile, AfXdpQueuesMatchTheWorkers) {
+  Profile p = parse_ok(kGood);
+  p.driver = "net_af_xdp";
+  p.csum_offloads = 0;
+  p.worker_lcores = {1, 2};
+  p.service_lcore = 0;
+  p.mbufs = 32767;
+  p.device = "net_af_xdp0,iface=eth0,queue_count=3";  // workers + the service thread's pair
+  EXPECT_EQ(validate_profile(p, "t.conf").size(), 0u) << joined(validate_profile(p, "t.conf"));
+  EXPECT_EQ(nic_queue_pairs(p), 3u);
+  p.device = "net_af_xdp0,iface=eth0,queue_count=2";  // one per worker: service via worker 0
+  EXPECT_EQ(validate_profile(p, "t.conf").size(), 0u) << joined(validate_profile(p, "t.conf"));
+  EXPECT_EQ(nic_queue_pairs(p), 2u);
+  p.device = "net_af_xdp0,iface=eth0";  // queue_count defaults to 1: worker 1's queue would not exist
+  EXPECT_TRUE(has_error(p, "set queue_count=3"));
+  p.device = "net_af_xdp0,iface=eth0,queue_count=8";  // queues with no socket: frames to the kernel
+  EXPECT_TRUE(has_error(p, "opens 8 queue pair(s)"));
+  p.device = "net_af_xdp0,queue_count=3";
+  EXPECT_TRUE(has_error(p, "no iface="));
+}
+
+TEST(Profile, AfXdpMempoolCountsTheFillQueues) {
+  Profile p = parse_ok(kGood);
+  p.driver = "net_af_xdp";
+  p.worker_lcores = {1};
+  p.device = "net_af_xdp0,iface=tl-dp0,queue_count=1";
+  // 1 x (1024 + 1024 + 32 + 1024) + 1024 + 2 x 512 + 64 + 2 x 384, + 2048 parked in the fill queue;
+  // no service pair with queue_count=1.
+  EXPECT_EQ(mbufs_needed(p), 3104u + 1024 + 1024 + 64 + 2 * 384 + 2048);
+  p.device = "net_af_xdp0,iface=tl-dp0,queue_count=2";  // the service pair: its RX ring and fill queue
+  EXPECT_EQ(mbufs_needed(p), 3104u + 1024 + 1024 + 64 + 2 * 384 + 1024 + 2 * 2048);
+}
+
 TEST(Profile, MempoolCoversEveryQueue) {
   Profile p = parse_ok(kGood);
   // 5 workers x (1024 + 1024 + 32 + 1024) + 1024 + 2 x 512 + 64 + 6 x 384

@@ -321,6 +321,19 @@ void poll_probes(Worker& w) {
   if (o.n_exc) to_exception_ring(w, exc, o.n_exc);
 }
 
+void send_service_frames(Worker& w) {
+  rte_ring* in = w.conf.service_tx_in;
+  rte_mbuf* m[kBurst];
+  const unsigned n = rte_ring_sc_dequeue_burst(in, reinterpret_cast<void**>(m), kBurst, nullptr);
+  if (!n) return;
+  const uint16_t sent = rte_eth_tx_burst(w.conf.port, w.conf.tx_queue, m, static_cast<uint16_t>(n));
+  w.count(Counter::tx_packets, sent);
+  if (sent < n) {
+    w.count(Counter::drop_tx_full, n - sent);
+    rte_pktmbuf_free_bulk(m + sent, n - sent);
+  }
+}
+
 int worker_loop(Worker& w) {
   const WorkerConf& c = w.conf;
   rte_mbuf* rx[kBurst];
@@ -330,6 +343,7 @@ int worker_loop(Worker& w) {
   c.cache->online(w.reader);
   worker_housekeeping(w);
   while (!c.stop->load(std::memory_order_relaxed)) {
+    if (c.service_tx_in) send_service_frames(w);
     const uint16_t n = rte_eth_rx_burst(c.port, c.rx_queue, rx, kBurst);
     if (n) {
       const uint64_t t0 = rte_rdtsc();

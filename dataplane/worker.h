@@ -99,6 +99,9 @@ struct WorkerConf {
   int socket_id = -1;                 // NUMA socket for the Worker allocation (-1: any)
   rte_ring* probe_in = nullptr;       // readiness probes (probe.h): control thread -> this worker, SP/SC
   rte_ring* probe_out = nullptr;      // probe answered from the cache -> control thread, MP/SC
+  // Ports with no TX queue for the service thread (NicPort::service_via_worker, AF_XDP on a veth):
+  // its frames for the NIC, service thread -> worker 0, SP/SC; sent on this worker's TX queue.
+  rte_ring* service_tx_in = nullptr;
 };
 
 // Clock shared by everyone who talks to the cache (workers' lookups, the service thread's inserts):
@@ -169,5 +172,8 @@ BurstOut process_burst(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
 // the NIC; misses to the exception ring like any miss. Called by worker_loop at housekeeping, so a
 // probe waits at most one housekeeping period. Worker's thread only, cache reader online.
 void poll_probes(Worker& w);
+// Sends what the service thread queued on conf.service_tx_in (nullptr: nothing to do) on this
+// worker's TX queue; what the queue does not take is freed and counted as drop_tx_full.
+void send_service_frames(Worker& w);
 
 }  // namespace tern::dp

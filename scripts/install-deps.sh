@@ -9,7 +9,7 @@ PKGS=(
   build-essential meson ninja-build pkg-config clang lld
   libclang-rt-14-dev
   # libraries (found through pkg-config)
-  dpdk-dev libdpdk-dev libldns-dev libjemalloc-dev libboost-program-options-dev
+  dpdk-dev libdpdk-dev librte-net-af-xdp23 libldns-dev libjemalloc-dev libboost-program-options-dev
   libbenchmark-dev libgtest-dev libgmock-dev libnuma-dev libsystemd-dev
   # lab: authoritative servers, reference resolver, tools
   knot knot-dnsutils unbound unbound-anchor ldnsutils dnsperf

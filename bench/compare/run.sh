@@ -9,6 +9,13 @@
 # percentiles from every answer). Server CPU comes from /proc/PID/stat (and per thread
 # for tern, whose service thread is on CPU 0) before and after each run.
 #
+# Cost: before those runs, every server also gets the all-hit set at a few fixed offered
+# rates (COST_QPS, each COST_REPS times): answered qps, loss and server CPU per answer (tern:
+# worker busy cycles + service thread + tern-control; the others: process CPU), with and
+# without the kernel's softirq time. tern runs twice: lab-veth (af_packet) and lab-veth-xdp
+# (AF_XDP, server "tern-xdp"). The last line printed is the ratio of CPU per answer, best
+# other server / tern.
+#
 # Output: results/compare-<date>/ (or $OUT): results.md (the table), results.kv (figures
 # tern-bench plan reads), results.tsv, *.png (gnuplot), machine.txt, raw/ (dnsperf output).
 # Needs root, the lab (tests/lab/lab.sh; started and stopped here if it was not up) and a
@@ -31,10 +38,17 @@ done
 (( $(nproc) >= 2 )) || { echo "compare: needs 2 CPUs (server on CPU 1, dnsperf on CPU 0)" >&2; exit 1; }
 
 # Run lengths. Every dnsperf run is bounded by -l; the latency runs also by -Q.
-if ((QUICK)); then DUR=5 LAT_DUR=2 WARM_NAMES=2000 KX_DUR=3; else DUR=20 LAT_DUR=5 WARM_NAMES=20000 KX_DUR=6; fi
+if ((QUICK)); then DUR=5 LAT_DUR=2 WARM_NAMES=2000 KX_DUR=3 COST_DUR=3; else DUR=20 LAT_DUR=5 WARM_NAMES=20000 KX_DUR=6 COST_DUR=8; fi
+# Offered loads of the cost steps: rates dnsperf holds on one core through the lab's veths
+# (it tops out near 60-80 kqps here), the same for every server. Each step COST_REPS times.
+COST_QPS=${COST_QPS:-"5000 20000 40000"}
+COST_REPS=${COST_REPS:-3}
 LAT_QPS=${LAT_QPS:-5000}       # offered rate of the latency runs, the same for every server
 MISS_QPS=${MISS_QPS:-20000}    # cap for runs with unique names: each one is a recursion in the lab
-SERVERS=${SERVERS:-"tern unbound kresd pdns dnsdist"}
+SERVERS=${SERVERS:-"tern tern-xdp unbound kresd pdns dnsdist"}
+# With --quick the full-rate, latency, kxdpgun, mix and miss runs are left out unless
+# QUICK_ALL=1: --quick is the cost comparison, bounded to a few minutes.
+QUICK_ALL=${QUICK_ALL:-0}
 
 find_bin() {
   local b
@@ -52,7 +66,7 @@ LAB=$ROOT/tests/lab/lab.sh
 CLI=tl-bc-cli CLI4=198.18.0.118
 NS_PREFIX=tl-bc-
 declare -A ADDR=([unbound]=198.18.0.70 [kresd]=198.18.0.71 [pdns]=198.18.0.72 [dnsdist]=198.18.0.73
-                 [tern]=198.18.0.74)
+                 [tern]=198.18.0.74 [tern-xdp]=198.18.0.75)
 LAB_WAS_UP=0 PIDS=() CUR_NS=
 say() { echo "compare: $*"; }
 
@@ -94,7 +108,8 @@ trap 'exit 130' INT TERM
   echo "cpus=$(nproc)"
   echo "kernel=$(uname -r)"
   echo "debian=$(cat /etc/debian_version)"
-  for p in dnsperf knot-dnsutils unbound knot-resolver pdns-recursor dnsdist knot gnuplot-nox librte-net-af-packet23; do
+  for p in dnsperf knot-dnsutils unbound knot-resolver pdns-recursor dnsdist knot gnuplot-nox librte-net-af-packet23 \
+    librte-net-af-xdp23; do
     echo "pkg_$p=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo absent)"
   done
   echo "tern=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
@@ -228,13 +243,16 @@ DP_SOCK=
 # path); its interface names are renamed to tl-b* so a demo or test running at the same
 # time (tl-dp0/tl-nic0/tl-exc0) is not disturbed.
 TERN_PROFILE=${TERN_PROFILE:-lab-veth}
+TERN_XDP_PROFILE=${TERN_XDP_PROFILE:-lab-veth-xdp}
+start_tern-xdp() { start_tern "$1" "$2" "$TERN_XDP_PROFILE"; }
 start_tern() {
-  local ns=$1 a=$2 d=$WORK/tern dp tc
+  local ns=$1 a=$2 prof=${3:-$TERN_PROFILE} d=$WORK/tern dp tc
   dp=$(find_bin dataplane/tern-dataplane) || { say "no tern-dataplane built: ninja -C build-bench dataplane/tern-dataplane"; return 1; }
   tc=$(find_bin control/tern-control) || { say "no tern-control built: ninja -C build-bench control/tern-control"; return 1; }
   mkdir -p "$d/state"
   sed -e 's/iface=tl-nic0/iface=tl-bnic0/' -e 's/iface=tl-dp0/iface=tl-bdp0/' -e 's/^name = tl-exc0/name = tl-bexc0/' \
-    "hw-profiles/$TERN_PROFILE.conf" >"$d/profile.conf"
+    "hw-profiles/$prof.conf" >"$d/profile.conf"
+  rm -rf "$d/state"; mkdir -p "$d/state"
   if grep -q 'iface=tl-bdp0' "$d/profile.conf"; then
     # The DPDK port is one end of a veth pair (made here, in tern's namespace); the other
     # end, tl-bdpp0, becomes a port of the lab bridge like every other server's tl0.
@@ -317,7 +335,7 @@ run_set() {
   local srv=$1 set=$2 file=$3 a=$4
   shift 4
   local raw=$OUT/raw/$srv-$set t0 t1 c0 c1 z0 z1 w0 w1 tf
-  t0=$(cpu_ticks "${PIDS[@]}"); z0=0; [[ $srv == tern ]] && z0=$(cpu0_thread_ticks)
+  t0=$(cpu_ticks "${PIDS[@]}"); z0=0; [[ $srv == tern* ]] && z0=$(cpu0_thread_ticks)
   local b0 b1
   b0="$(cpu_busy 0) $(cpu_busy 1)"
   w0=$(date +%s.%N)
@@ -331,7 +349,7 @@ run_set() {
   fi
   w1=$(date +%s.%N)
   b1="$(cpu_busy 0) $(cpu_busy 1)"
-  t1=$(cpu_ticks "${PIDS[@]}"); z1=0; [[ $srv == tern ]] && z1=$(cpu0_thread_ticks)
+  t1=$(cpu_ticks "${PIDS[@]}"); z1=0; [[ $srv == tern* ]] && z1=$(cpu0_thread_ticks)
   # latency at a fixed offered rate, every answer's latency from -v
   ip netns exec "$CLI" taskset -c 0 dnsperf -s "$a" -d "$file" -l "$LAT_DUR" -Q "$LAT_QPS" -c 8 -T 1 -q 500 \
     -t 2 -v >"$raw.lat.txt" 2>&1 || true
@@ -364,7 +382,7 @@ run_xdp() {
   local srv=$1 file=$2 a=$3 KX_QPS=$4 raw=$OUT/raw/$1-warm-xdp-$4 t0 t1 z0 z1 w0 w1 b0 b1 tf=$WORK/time
   # kxdpgun takes the server's MAC from the neighbour table: make sure it is there.
   ip netns exec "$CLI" ping -c 1 -W 1 "$a" >/dev/null 2>&1 || true
-  t0=$(cpu_ticks "${PIDS[@]}"); z0=0; [[ $srv == tern ]] && z0=$(cpu0_thread_ticks)
+  t0=$(cpu_ticks "${PIDS[@]}"); z0=0; [[ $srv == tern* ]] && z0=$(cpu0_thread_ticks)
   b0="$(cpu_busy 0) $(cpu_busy 1)"
   w0=$(date +%s.%N)
   local perf_pid=
@@ -377,7 +395,7 @@ run_xdp() {
       -F 0 -I tl0 -i "$file" "$a" >"$raw.txt" 2>&1; } 2>"$tf" || true
   w1=$(date +%s.%N)
   b1="$(cpu_busy 0) $(cpu_busy 1)"
-  t1=$(cpu_ticks "${PIDS[@]}"); z1=0; [[ $srv == tern ]] && z1=$(cpu0_thread_ticks)
+  t1=$(cpu_ticks "${PIDS[@]}"); z1=0; [[ $srv == tern* ]] && z1=$(cpu0_thread_ticks)
   if [[ -n $perf_pid ]]; then
     wait "$perf_pid" || true
     { perf report -i "$WORK/perf.data" --stdio --sort cpu,comm 2>/dev/null | grep -v '^#' | grep . | head -20
@@ -395,9 +413,50 @@ run_xdp() {
   tail -1 "$WORK/xdp-rows" | awk -F'\t' -v r="$KX_QPS" '{ printf "compare:   %-8s %-8s %6d/s: %9.0f qps answered of %.0f sent, loss %5.2f%%, server CPU %5.1f%% (CPU 0 part %s%%), kxdpgun CPU %5.1f%%, CPU0/1 busy %s/%s%%%s\n", $1, $2, r, $6, $3, $5, $7, $8, $9, $16, $17, ($15 == "yes" ? "  [load generator limit]" : "") }'
 }
 
+# ------------------------------------------------------------------ cost ----
+TSC_HZ=$(python3 "$HERE/summarize.py" tsc-hz)
+echo "tsc_hz=$TSC_HZ" >>"$OUT/machine.txt"
+COST_TSV=$OUT/cost.tsv
+echo -e "server\tprofile\toffered_qps\trep\tsent\tanswered\tloss_pct\tqps\twall_s\tserver_cpu_s\tworker_busy_s\tworker_thread_s\tservice_s\tcontrol_s\tsoftirq_s\tus_per_answer\tus_per_answer_softirq" >"$COST_TSV"
+
+# utime+stime jiffies of one thread: thread_ticks PID TID
+thread_ticks() { sed 's/^.*) //' "/proc/$1/task/$2/stat" 2>/dev/null | awk '{ print $12 + $13 }' || echo 0; }
+# cost_snap SERVER: key=value words for summarize.py cost-row. tern: the dataplane's busy_cycles
+# (every core), its main thread (the service lcore), its worker thread(s) (EAL names them
+# rte-worker-N; shown, not summed) and tern-control; others: every process's CPU.
+cost_snap() {
+  local srv=$1 t w=0 dp=${PIDS[0]}
+  printf 'wall=%s softirq=%s' "$(date +%s.%N)" "$(awk '$1 ~ /^cpu[0-9]+$/ { s += $8 } END { print s + 0 }' /proc/stat)"
+  if [[ $srv == tern* ]]; then
+    for t in /proc/"$dp"/task/*; do
+      [[ $(cat "$t/comm" 2>/dev/null) == *-worker-* ]] && w=$((w + $(thread_ticks "$dp" "${t##*/}")))
+    done
+    printf ' busy_cycles=%s service_ticks=%s worker_ticks=%s control_ticks=%s' \
+      "$(dp_stats /dev/stdout | awk '$1 ~ /^tern_dp_busy_cycles_total[{]/ { s += $2 } END { printf "%.0f", s }')" \
+      "$(thread_ticks "$dp" "$dp")" "$w" "$(cpu_ticks "${PIDS[1]}")"
+  else
+    printf ' proc_ticks=%s' "$(cpu_ticks "${PIDS[@]}")"
+  fi
+}
+# run_cost SERVER FILE ADDR RATE REP: the all-hit set at RATE for COST_DUR seconds, one row.
+run_cost() {
+  local srv=$1 file=$2 a=$3 rate=$4 k=$5 raw=$OUT/raw/$1-cost-$4-$5.txt before after prof=-
+  [[ $srv == tern ]] && prof=$TERN_PROFILE
+  [[ $srv == tern-xdp ]] && prof=$TERN_XDP_PROFILE
+  before=$(cost_snap "$srv")
+  ip netns exec "$CLI" taskset -c 0 dnsperf -s "$a" -d "$file" -l "$COST_DUR" -Q "$rate" -c 8 -T 1 -q 500 -t 2 \
+    >"$raw" 2>&1 || true
+  after=$(cost_snap "$srv")
+  if ! grep -q 'Queries sent:' "$raw"; then say "  $srv cost $rate/s: dnsperf printed no statistics; row skipped"; return 0; fi
+  # shellcheck disable=SC2086
+  python3 "$HERE/summarize.py" cost-row --server "$srv" --profile "$prof" --offered "$rate" --rep "$k" --dnsperf "$raw" \
+    --before $before --after $after --clk "$CLK" --tsc-hz "$TSC_HZ" >>"$COST_TSV"
+  tail -1 "$COST_TSV" | awk -F'\t' '{ printf "compare:   %-8s cost %6s/s #%s: %7.0f qps answered, loss %5.2f%%, %7.2f us CPU/answer, %7.2f with softirq\n", $1, $3, $4, $8, $7, $16, $17 }'
+}
+
 for srv in $SERVERS; do
   case $srv in
-    tern|unbound|kresd|pdns|dnsdist) ;;
+    tern|tern-xdp|unbound|kresd|pdns|dnsdist) ;;
     *) say "unknown server '$srv' in SERVERS"; exit 2 ;;
   esac
   case $srv in
@@ -414,7 +473,7 @@ for srv in $SERVERS; do
   # since the last server. lab.sh start is idempotent; the client namespace is re-made.
   "$LAB" start >/dev/null
   [[ -e /run/netns/$CLI ]] || attach_cli
-  if [[ $srv == tern ]]; then
+  if [[ $srv == tern* ]]; then
     ip netns add "$ns"; ip -n "$ns" link set lo up
   elif ! "$LAB" attach-ns "$ns" "$a/16" "2001:2::$((0x${a##*.} + 0))/64" >/dev/null; then
     say "skip $srv: could not attach $ns to the lab"; continue
@@ -433,9 +492,14 @@ for srv in $SERVERS; do
   # Warm: every warm name once, at a bounded rate (each is a recursion the first time).
   ip netns exec "$CLI" taskset -c 0 dnsperf -s "$a" -d "$OUT/sets/warm.txt" -n 1 -Q "$MISS_QPS" -c 8 -q 200 \
     -t 5 >"$OUT/raw/$srv-warmup.txt" 2>&1 || true
-  [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-0-warmed.txt"
+  [[ $srv == tern* ]] && dp_stats "$OUT/raw/$srv-stats-0-warmed.txt"
+  for r in $COST_QPS; do
+    for ((k = 1; k <= COST_REPS; k++)); do run_cost "$srv" "$OUT/sets/warm.txt" "$a" "$r" "$k"; done
+  done
+  [[ $srv == tern* ]] && dp_stats "$OUT/raw/$srv-stats-0-cost.txt"
+  ((QUICK && !QUICK_ALL)) && { stop_server; continue; }
   run_set "$srv" warm "$OUT/sets/warm.txt" "$a"
-  [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-1-warm.txt"
+  [[ $srv == tern* ]] && dp_stats "$OUT/raw/$srv-stats-1-warm.txt"
   if ((HAVE_KX)); then
     : >"$WORK/xdp-rows"
     for r in $KX_RATES; do run_xdp "$srv" "$OUT/sets/warm.txt" "$a" "$r"; done
@@ -444,17 +508,20 @@ for srv in $SERVERS; do
       >>"$OUT/results-xdp-steps.tsv"
     sort -t $'\t' -k6,6gr "$WORK/xdp-rows" | head -1 >>"$TSV" || true
   fi
-  [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-stats-2-warm-xdp.txt"
+  [[ $srv == tern* ]] && dp_stats "$OUT/raw/$srv-stats-2-warm-xdp.txt"
   [[ -n ${ONLY_WARM:-} ]] && { stop_server; continue; }
   run_set "$srv" mix "$WORK/mix-$srv.txt" "$a"
   run_set "$srv" miss "$WORK/miss-$srv.txt" "$a" -Q "$MISS_QPS"
-  [[ $srv == tern ]] && dp_stats "$OUT/raw/tern-dataplane-stats.txt"
+  [[ $srv == tern* ]] && dp_stats "$OUT/raw/$srv-dataplane-stats.txt"
   stop_server
 done
 
 python3 "$HERE/summarize.py" report --tsv "$TSV" --machine "$OUT/machine.txt" --out "$OUT" --miss-cap "$MISS_QPS"
+python3 "$HERE/summarize.py" cost-report --tsv "$COST_TSV" --out "$OUT" >"$WORK/ratio.txt"
 if command -v gnuplot >/dev/null; then
   (cd "$OUT" && gnuplot -e "tsv='results.tsv'" "$HERE/plots.gp") || say "gnuplot failed; the table is still in results.md"
 fi
 say "results: $OUT/results.md"
 cat "$OUT/results.md"
+echo
+sed 's/^/compare: /' "$WORK/ratio.txt"

@@ -3,14 +3,18 @@
 TSV into the Markdown table, the key=value file tern-bench plan reads and the gnuplot data
 ("report"). Python 3 standard library only; called by run.sh."""
 import argparse
+import ctypes
 import math
+import mmap
 import re
+import statistics
 import sys
+import time
 
 COLS = ["server", "set", "sent", "answered", "loss_pct", "qps", "server_cpu_pct", "cpu0_pct",
         "dnsperf_cpu_pct", "qps_per_core", "p50_ms", "p99_ms", "p999_ms", "lat_qps", "gen_limited",
         "cpu0_busy_pct", "cpu1_busy_pct"]
-NAMES = {"tern": "tern (tern-dataplane + tern-control)", "unbound": "unbound", "kresd": "knot-resolver (kresd)",
+NAMES = {"tern": "tern (tern-dataplane + tern-control)", "tern-xdp": "tern on AF_XDP (tern-dataplane + tern-control)", "unbound": "unbound", "kresd": "knot-resolver (kresd)",
          "pdns": "pdns-recursor", "dnsdist": "dnsdist packet cache + unbound"}
 SETS = {"warm-xdp": "cache-warm (all hits), kxdpgun (AF_XDP) as the generator",
         "warm": "cache-warm (all hits), dnsperf as the generator", "mix": "mix (95 % hits, 5 % unique names)",
@@ -156,7 +160,7 @@ def report(a):
                        f"{r['dnsperf_cpu_pct']} | {r['qps_per_core']} | {r['cpu0_busy_pct']} / {r['cpu1_busy_pct']} | {r['p50_ms']} | {r['p99_ms']} | "
                        f"{r['p999_ms']} ({r['lat_qps']}) | {lim} |")
         tern = [r for r in rs if r["server"] == "tern"]
-        others = [r for r in rs if r["server"] != "tern"]
+        others = [r for r in rs if not r["server"].startswith("tern")]
         if tern and others:
             best = max(others, key=lambda r: float(r["qps"]))
             t = float(tern[0]["qps"])
@@ -206,6 +210,125 @@ def report(a):
                 f.write(f"{sv} {r['p50_ms']} {r['p99_ms']} {r['p999_ms']}\n")
 
 
+# ---- cost per answer at fixed offered loads ------------------------------------------------
+
+COST_COLS = ["server", "profile", "offered_qps", "rep", "sent", "answered", "loss_pct", "qps", "wall_s",
+             "server_cpu_s", "worker_busy_s", "worker_thread_s", "service_s", "control_s", "softirq_s",
+             "us_per_answer", "us_per_answer_softirq"]
+
+
+def tsc_hz():
+    """TSC ticks per second, measured: busy_cycles (tern's worker counter) is in TSC ticks. x86-64
+    only: a 10-byte function (rdtsc; shl rdx,32; or rax,rdx; ret) in an executable page."""
+    code = bytes([0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0xC3])
+    buf = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    buf.write(code)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    rdtsc = ctypes.CFUNCTYPE(ctypes.c_uint64)(addr)
+    best = []
+    for _ in range(3):
+        t0, c0 = time.monotonic_ns(), rdtsc()
+        time.sleep(0.1)
+        t1, c1 = time.monotonic_ns(), rdtsc()
+        best.append((c1 - c0) * 1e9 / (t1 - t0))
+    del rdtsc
+    return statistics.median(best)
+
+
+def cost_row(a):
+    """One cost step: dnsperf at a fixed rate; CPU from the before/after snapshots run.sh took."""
+    sent, completed, noerror, runtime = dnsperf_stats(a.dnsperf)
+    before = dict(kv.split("=") for kv in a.before)
+    after = dict(kv.split("=") for kv in a.after)
+    d = lambda k: float(after.get(k, 0)) - float(before.get(k, 0))
+    wall = d("wall")
+    clk = float(a.clk)
+    softirq = d("softirq") / clk
+    if a.server.startswith("tern"):
+        worker_busy = d("busy_cycles") / float(a.tsc_hz)
+        worker_thread = d("worker_ticks") / clk
+        service = d("service_ticks") / clk
+        control = d("control_ticks") / clk
+        server_cpu = worker_busy + service + control
+    else:
+        worker_busy = worker_thread = service = control = 0.0
+        server_cpu = d("proc_ticks") / clk
+    answered = noerror
+    loss = 100.0 * (sent - completed) / sent if sent else 100.0
+    per = lambda x: 1e6 * x / answered if answered else math.nan
+    vals = [a.server, a.profile, a.offered, a.rep, f"{sent:.0f}", f"{answered:.0f}", f"{loss:.2f}",
+            f"{answered / runtime:.0f}", f"{wall:.2f}", f"{server_cpu:.4f}", f"{worker_busy:.4f}",
+            f"{worker_thread:.4f}", f"{service:.4f}", f"{control:.4f}", f"{softirq:.4f}",
+            f"{per(server_cpu):.2f}", f"{per(server_cpu + softirq):.2f}"]
+    print("\t".join(vals))
+
+
+def cost_report(a):
+    """Medians over the repetitions of each (server, offered load); the table, and last the ratio of
+    CPU per answer, best other server / tern, for each tern profile."""
+    rows = read_tsv(a.tsv)
+    if not rows:
+        print("no cost rows")
+        return
+    med = lambda xs: statistics.median(xs) if xs else math.nan
+    keys = list(dict.fromkeys((r["server"], r["offered_qps"]) for r in rows))
+    agg = {}
+    for k in keys:
+        rs = [r for r in rows if (r["server"], r["offered_qps"]) == k]
+        f = lambda c: med([float(r[c]) for r in rs if r[c] != "nan"])
+        agg[k] = {c: f(c) for c in ["qps", "loss_pct", "us_per_answer", "us_per_answer_softirq", "worker_busy_s",
+                                    "worker_thread_s", "service_s", "control_s", "softirq_s", "wall_s"]}
+        agg[k]["n"] = len(rs)
+        agg[k]["profile"] = rs[0]["profile"]
+    out = ["\n## Cost per answer at fixed offered loads (all-hit set, dnsperf -Q)\n",
+           "Median of the repetitions at each offered load. server CPU per answer: for tern, the worker's "
+           "busy time (its busy_cycles counter: TSC cycles spent on received bursts, TX syscalls included) + "
+           "the service thread (the process's main thread, utime+stime) + tern-control; for the others, "
+           "utime+stime of every server process. + softirq: the kernel's softirq time on both CPUs over the "
+           "step (/proc/stat), charged to the server under test whole: it is the veth/bridge path of the "
+           "queries and answers, the generator's sending side included, so it is the same kind of cost "
+           "for every server and compresses the ratio towards 1. In tern's rows the worker thread's whole "
+           "CPU (idle polls included) is shown for comparison; it is not in the sum.\n",
+           "| server | profile | offered qps | answered qps | loss % | us CPU / answer | us CPU+softirq / answer | "
+           "tern worker busy / thread s | tern service s | tern-control s | softirq s | reps |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (sv, off), g in agg.items():
+        tern = sv.startswith("tern")
+        out.append(f"| {NAMES.get(sv, sv)} | {g['profile']} | {off} | {g['qps']:.0f} | {g['loss_pct']:.2f} | "
+                   f"{g['us_per_answer']:.2f} | {g['us_per_answer_softirq']:.2f} | "
+                   + (f"{g['worker_busy_s']:.3f} / {g['worker_thread_s']:.3f} | {g['service_s']:.3f} | "
+                      f"{g['control_s']:.3f}" if tern else "- | - | -")
+                   + f" | {g['softirq_s']:.3f} | {g['n']} |")
+    offered = list(dict.fromkeys(off for _, off in keys))
+    terns = [sv for sv in dict.fromkeys(sv for sv, _ in keys) if sv.startswith("tern")]
+    others = [sv for sv in dict.fromkeys(sv for sv, _ in keys) if not sv.startswith("tern")]
+    lines = []
+    for t in terns:
+        for col, what in [("us_per_answer", "server CPU"), ("us_per_answer_softirq", "server CPU + softirq")]:
+            parts = []
+            ratios = []
+            for off in offered:
+                if (t, off) not in agg:
+                    continue
+                cands = [(agg[(o, off)][col], o) for o in others
+                         if (o, off) in agg and not math.isnan(agg[(o, off)][col]) and agg[(o, off)]["loss_pct"] < 5]
+                tc = agg[(t, off)][col]
+                if not cands or math.isnan(tc) or tc <= 0:
+                    continue
+                best, who = min(cands)
+                ratios.append(best / tc)
+                parts.append(f"{off}/s: {best:.2f} ({who}) / {tc:.2f} = {best / tc:.2f}x")
+            if ratios:
+                lines.append(f"CPU per answer, best other / {t} ({agg[(t, offered[0])]['profile'] if (t, offered[0]) in agg else ''}), "
+                             f"{what}: median {med(ratios):.2f}x  [" + "; ".join(parts) + "]")
+    out.append("")
+    out.append("Best other = the lowest CPU per answer among the other servers at that load with < 5 % loss.")
+    out += [f"**{l}**" for l in lines]
+    with open(f"{a.out}/results.md", "a") as f:
+        f.write("\n".join(out) + "\n")
+    print("\n".join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -229,8 +352,31 @@ def main():
     p.add_argument("--machine", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--miss-cap", default="20000")
+    sub.add_parser("tsc-hz")
+    c = sub.add_parser("cost-row")
+    c.add_argument("--server", required=True)
+    c.add_argument("--profile", default="-")
+    c.add_argument("--offered", required=True)
+    c.add_argument("--rep", required=True)
+    c.add_argument("--dnsperf", required=True)
+    c.add_argument("--before", nargs="+", required=True, help="key=value snapshot before the step")
+    c.add_argument("--after", nargs="+", required=True)
+    c.add_argument("--clk", type=int, required=True)
+    c.add_argument("--tsc-hz", default="0")
+    cr = sub.add_parser("cost-report")
+    cr.add_argument("--tsv", required=True)
+    cr.add_argument("--out", required=True)
     a = ap.parse_args()
-    row(a) if a.cmd == "row" else report(a)
+    if a.cmd == "row":
+        row(a)
+    elif a.cmd == "report":
+        report(a)
+    elif a.cmd == "tsc-hz":
+        print(f"{tsc_hz():.0f}")
+    elif a.cmd == "cost-row":
+        cost_row(a)
+    else:
+        cost_report(a)
 
 
 if __name__ == "__main__":
