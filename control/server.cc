@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -30,7 +31,7 @@ using resolver::Verdict;
   X(answers_other) X(answers_badvers) X(answers_truncated) X(refused_acl) X(dropped_header) \
   X(dropped_per_client_limit) X(dropped_total_limit) X(tcp_accepted) X(tcp_rejected_limit) \
   X(tcp_closed_idle) X(tcp_closed_error) X(udp_send_errors) X(rd0_cache_miss)             \
-  X(answers_msgcache)
+  X(answers_msgcache) X(tcp_read_paused)
 
 struct ServerStats {
 #define X(n) uint64_t n = 0;
@@ -157,14 +158,21 @@ struct Listener {
   bool registered = false;
 };
 
+// RFC 1035 §4.2.2: a two-octet length, then at most 65535 octets of message.
+constexpr size_t kMaxTcpMessage = 2 + 65535;
+
 struct TcpConn {
   Fd fd;
   sockaddr_storage peer{};
+  // Bytes received and not yet parsed. Never more than kMaxTcpMessage: reading stops while
+  // it holds a whole message that cannot be started yet (the client is at its limit), so
+  // the kernel's window, not our memory, absorbs a client that keeps sending.
   std::vector<uint8_t> rbuf;
   std::deque<std::vector<uint8_t>> wq;
   size_t woff = 0, wbytes = 0;
   unsigned pending = 0;
-  bool eof = false, want_out = false;
+  bool eof = false, want_in = true, want_out = false;
+  bool parsing = false;  // inside parse(): an answer sent synchronously must not re-enter
   EventLoop::TimerId idle = 0;
 };
 
@@ -233,6 +241,9 @@ class Frontend {
     TERN_SERVER_COUNTERS(X)
 #undef X
     out.emplace_back("tcp_connections_current", conns_.size());
+    size_t buffered = 0;
+    for (const auto& [fd, c] : conns_) buffered += c->rbuf.size();
+    out.emplace_back("tcp_buffered_bytes_current", buffered);
     out.emplace_back("listeners_current", listeners_.size());
     out.emplace_back("msgcache_entries_current", msgcache_.entries());
     out.emplace_back("msgcache_bytes_current", msgcache_.bytes());
@@ -484,13 +495,35 @@ class Frontend {
     }
   }
 
+  // Reading is allowed while the client has room for another query and the buffer room
+  // for another message; otherwise the bytes wait in the kernel (TCP flow control).
+  bool may_read(const TcpConn& c) const {
+    return !c.eof && c.pending < set_.per_client && c.rbuf.size() < kMaxTcpMessage;
+  }
+
+  void set_interest(const std::shared_ptr<TcpConn>& c) {
+    if (c->fd.fd < 0) return;
+    bool in = may_read(*c), out = !c->wq.empty();
+    if (in == c->want_in && out == c->want_out) return;
+    if (!in && c->want_in && !c->eof) ++st_.tcp_read_paused;
+    loop_.modify(c->fd.fd, (in ? uint32_t(EPOLLIN) : 0u) | (out ? uint32_t(EPOLLOUT) : 0u));
+    c->want_in = in;
+    c->want_out = out;
+  }
+
   void on_tcp(const std::shared_ptr<TcpConn>& c, uint32_t ev) {
     if (ev & EPOLLOUT) flush(c);
     if (c->fd.fd < 0) return;
+    if ((ev & (EPOLLHUP | EPOLLERR)) && !may_read(*c)) {
+      // Not reading (client at its limit) and the connection is gone: nothing to answer.
+      ++st_.tcp_closed_error;
+      return close_conn(c);
+    }
     if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
       uint8_t buf[16384];
-      for (;;) {
-        ssize_t n = ::recv(c->fd.fd, buf, sizeof buf, 0);
+      while (may_read(*c)) {
+        size_t room = std::min(sizeof buf, kMaxTcpMessage - c->rbuf.size());
+        ssize_t n = ::recv(c->fd.fd, buf, room, 0);
         if (n < 0) {
           if (errno == EAGAIN || errno == EINTR) break;
           ++st_.tcp_closed_error;
@@ -501,38 +534,53 @@ class Frontend {
           break;
         }
         c->rbuf.insert(c->rbuf.end(), buf, buf + n);
-        if (c->rbuf.size() > 2 * 65537) break;  // process what we have first
+        // Start what is complete before reading on: it may free room for more.
+        parse(c);
+        if (c->fd.fd < 0) return;
       }
       arm_idle(c);
-      // RFC 7766 §6.2.1.1: pipelined queries, each answered as soon as it is ready.
-      size_t off = 0;
-      std::weak_ptr<TcpConn> wc = c;
-      while (c->rbuf.size() - off >= 2 && c->fd.fd >= 0) {
-        size_t len = size_t(c->rbuf[off]) << 8 | c->rbuf[off + 1];
-        if (c->rbuf.size() - off - 2 < len) break;
-        if (c->pending >= set_.per_client) break;  // back-pressure: stop reading
-        std::vector<uint8_t> msg(c->rbuf.begin() + long(off) + 2, c->rbuf.begin() + long(off + 2 + len));
-        off += 2 + len;
-        ++st_.queries_tcp;
-        ++c->pending;
-        bool answers = handle(msg, c->peer, true, [this, wc](std::vector<uint8_t> out) {
-          auto sc = wc.lock();
-          if (!sc) return;
-          --sc->pending;
-          if (sc->fd.fd < 0) return;
-          std::vector<uint8_t> framed(2 + out.size());
-          framed[0] = uint8_t(out.size() >> 8);
-          framed[1] = uint8_t(out.size());
-          std::memcpy(framed.data() + 2, out.data(), out.size());
-          sc->wbytes += framed.size();
-          sc->wq.push_back(std::move(framed));
-          flush(sc);
-        });
-        if (!answers) --c->pending;  // dropped: no answer will come
-      }
-      c->rbuf.erase(c->rbuf.begin(), c->rbuf.begin() + long(off));
+      parse(c);
     }
     if (c->fd.fd >= 0 && c->eof && c->pending == 0 && c->wq.empty()) close_conn(c);
+  }
+
+  // Starts every complete message in rbuf the client's limit allows, then sets what the
+  // connection waits for.
+  void parse(const std::shared_ptr<TcpConn>& c) {
+    if (c->parsing || c->fd.fd < 0) return;
+    c->parsing = true;
+    // RFC 7766 §6.2.1.1: pipelined queries, each answered as soon as it is ready.
+    size_t off = 0;
+    std::weak_ptr<TcpConn> wc = c;
+    while (c->rbuf.size() - off >= 2 && c->fd.fd >= 0) {
+      size_t len = size_t(c->rbuf[off]) << 8 | c->rbuf[off + 1];
+      if (c->rbuf.size() - off - 2 < len) break;
+      if (c->pending >= set_.per_client) break;  // back-pressure: wait for answers
+      std::vector<uint8_t> msg(c->rbuf.begin() + long(off) + 2, c->rbuf.begin() + long(off + 2 + len));
+      off += 2 + len;
+      ++st_.queries_tcp;
+      ++c->pending;
+      bool answers = handle(msg, c->peer, true, [this, wc](std::vector<uint8_t> out) {
+        auto sc = wc.lock();
+        if (!sc) return;
+        --sc->pending;
+        if (sc->fd.fd < 0) return;
+        std::vector<uint8_t> framed(2 + out.size());
+        framed[0] = uint8_t(out.size() >> 8);
+        framed[1] = uint8_t(out.size());
+        std::memcpy(framed.data() + 2, out.data(), out.size());
+        sc->wbytes += framed.size();
+        sc->wq.push_back(std::move(framed));
+        flush(sc);
+        parse(sc);  // room again: start what waits in rbuf, resume reading
+      });
+      if (!answers) --c->pending;  // dropped: no answer will come
+    }
+    c->rbuf.erase(c->rbuf.begin(), c->rbuf.begin() + long(off));
+    c->parsing = false;
+    if (c->fd.fd < 0) return;
+    set_interest(c);
+    if (c->eof && c->pending == 0 && c->wq.empty()) close_conn(c);
   }
 
   void flush(const std::shared_ptr<TcpConn>& c) {
@@ -556,11 +604,7 @@ class Frontend {
       ++st_.tcp_closed_error;
       return close_conn(c);
     }
-    bool want = !c->wq.empty();
-    if (want != c->want_out) {
-      loop_.modify(c->fd.fd, EPOLLIN | (want ? uint32_t(EPOLLOUT) : 0u));
-      c->want_out = want;
-    }
+    set_interest(c);
     if (c->eof && c->pending == 0 && c->wq.empty()) close_conn(c);
   }
 

@@ -90,6 +90,39 @@ class ServerTest : public ::testing::Test {
     close(fd);
     return n >= 4 ? buf[3] & 0x0f : -1;
   }
+  // Runs the loop for about `ms` milliseconds.
+  void spin(int ms) {
+    auto t = loop_.after(std::chrono::milliseconds(ms), [&] { loop_.stop(); });
+    loop_.run();
+    loop_.cancel(t);
+  }
+  // A non-blocking TCP client from `src` to the listener, connected and accepted.
+  int tcp_client(const char* src, uint16_t port = 5353) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    sockaddr_in me{}, to{};
+    me.sin_family = to.sin_family = AF_INET;
+    inet_pton(AF_INET, at(src).c_str(), &me.sin_addr);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&me), sizeof me), 0);
+    to.sin_port = htons(port);
+    inet_pton(AF_INET, at("127.53.2.10").c_str(), &to.sin_addr);
+    connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);  // EINPROGRESS on loopback
+    spin(20);
+    return fd;
+  }
+  // One query as a TCP message (RFC 1035 §4.2.2 length prefix).
+  static std::vector<uint8_t> framed_query(const char* qname, uint16_t id) {
+    ldns_pkt* p = nullptr;
+    ldns_pkt_query_new_frm_str(&p, qname, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD);
+    ldns_pkt_set_id(p, id);
+    uint8_t* w = nullptr;
+    size_t len = 0;
+    ldns_pkt2wire(&w, p, &len);
+    std::vector<uint8_t> out{uint8_t(len >> 8), uint8_t(len)};
+    out.insert(out.end(), w, w + len);
+    free(w);
+    ldns_pkt_free(p);
+    return out;
+  }
   uint64_t counter(const char* name) {
     std::vector<std::pair<std::string, uint64_t>> c;
     server_.counters(c);
@@ -176,6 +209,52 @@ TEST_F(ServerTest, SuccessfulReloadKeepsTheCache) {
   std::ostringstream dump;
   server_.cache_dump(dump);
   EXPECT_NE(dump.str().find("www.test."), std::string::npos);
+}
+
+// Issue 15 item 1: a client at max-outstanding-per-client that keeps streaming queries must
+// not make tern-control buffer them. The queries go to a server that never answers, so the
+// client stays at its limit; then it pushes up to 64 MB. What tern-control holds for the
+// connection stays at most one message, and the client finds the window closed instead.
+TEST_F(ServerTest, TcpClientAtItsLimitCannotGrowTheReceiveBuffer) {
+  AuthServer slow(at("127.53.2.3"), at("slow.test. 3600 IN SOA a.slow.test. h.slow.test. 1 1 1 1 1\n"));
+  ASSERT_TRUE(slow.ok()) << slow.error();
+  slow.dead = true;
+  std::string err;
+  cfg_.stub_zones = {ZoneRoute{"slow.test.", {*parse_endpoint(at("127.53.2.3"), 53, err)}}};
+  cfg_.max_outstanding_per_client = 4;
+  cfg_.upstream_timeout_ms = 60000;
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+
+  int fd = tcp_client("127.53.2.2");
+  std::vector<uint8_t> stream;
+  for (uint16_t i = 0; stream.size() < (1u << 20); ++i) {
+    auto m = framed_query(("q" + std::to_string(i % 64) + ".slow.test.").c_str(), i);
+    stream.insert(stream.end(), m.begin(), m.end());
+  }
+  const size_t offered = 64u << 20;
+  size_t sent = 0, max_buffered = 0;
+  int stalled = 0;  // consecutive rounds in which the client could send nothing
+  for (int round = 0; round < 200 && sent < offered && stalled < 20; ++round) {
+    size_t before = sent;
+    for (;;) {
+      size_t off = sent % stream.size();
+      ssize_t n = send(fd, stream.data() + off, stream.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += size_t(n);
+      if (sent >= offered) break;
+    }
+    stalled = sent == before ? stalled + 1 : 0;
+    spin(5);
+    max_buffered = std::max<size_t>(max_buffered, counter("tcp_buffered_bytes_current"));
+  }
+  std::printf("client pushed %zu bytes of %zu offered; tern-control buffered at most %zu\n",
+              sent, offered, max_buffered);
+  EXPECT_EQ(counter("tcp_connections_current"), 1u);
+  EXPECT_LE(max_buffered, 2u + 65535u) << "more than one message buffered";
+  EXPECT_GE(counter("tcp_read_paused"), 1u);
+  // The kernel's socket buffers take a few MB on loopback; the rest must stay with the client.
+  EXPECT_LT(sent, offered / 4) << "tern-control kept reading from a client at its limit";
+  close(fd);
 }
 
 }  // namespace
