@@ -57,6 +57,7 @@ struct Config {
   std::string state_dir = "/var/lib/tern";
   uint16_t edns_buffer_size = 1232;
   unsigned tcp_idle_timeout_ms = 10000, tcp_max_connections = 256;
+  unsigned tcp_max_per_address = 32, tcp_message_timeout_ms = 2000;
   unsigned max_outstanding_per_client = 100, max_outstanding_total = 10000;
 
   // [recursion]

@@ -50,6 +50,18 @@ const std::array kOptions = {
     OptionSpec{"server", "tcp-max-connections", T::uint, "256", 1, 65535, "0.1", true, false,
                "Concurrent client TCP connections; beyond it new connections are refused.",
                &Config::tcp_max_connections},
+    OptionSpec{"server", "tcp-max-per-address", T::uint, "32", 1, 65535, "0.1", true, false,
+               "Concurrent client TCP connections from one address; beyond it new "
+               "connections from that address are closed at once, so one address cannot "
+               "take every tcp-max-connections slot. Connections from addresses outside "
+               "allow are closed at accept.",
+               &Config::tcp_max_per_address},
+    OptionSpec{"server", "tcp-message-timeout", T::duration_ms, "2s", 100, 60000, "0.1", true,
+               false,
+               "Time a client has to complete a TCP message once its first byte arrived; "
+               "a connection that trickles a message slower is closed. The idle timeout "
+               "restarts only on complete messages.",
+               &Config::tcp_message_timeout_ms},
     OptionSpec{"server", "max-outstanding-per-client", T::uint, "100", 1, 1000000, "0.1", true,
                false, "Queries one client address may have in recursion at once.",
                &Config::max_outstanding_per_client},

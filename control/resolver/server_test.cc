@@ -123,6 +123,15 @@ class ServerTest : public ::testing::Test {
     ldns_pkt_free(p);
     return out;
   }
+  // True when the server closed `fd` (EOF or reset); false while it is open.
+  static bool closed_by_server(int fd) {
+    uint8_t b[512];
+    for (;;) {
+      ssize_t n = recv(fd, b, sizeof b, 0);
+      if (n > 0) continue;  // an answer: read past it
+      return n == 0 || errno != EAGAIN;
+    }
+  }
   uint64_t counter(const char* name) {
     std::vector<std::pair<std::string, uint64_t>> c;
     server_.counters(c);
@@ -255,6 +264,79 @@ TEST_F(ServerTest, TcpClientAtItsLimitCannotGrowTheReceiveBuffer) {
   // The kernel's socket buffers take a few MB on loopback; the rest must stay with the client.
   EXPECT_LT(sent, offered / 4) << "tern-control kept reading from a client at its limit";
   close(fd);
+}
+
+// Issue 15 item 2: TCP slots. Addresses outside allow are closed at accept, and one
+// address cannot hold more than tcp-max-per-address; another client still gets in.
+TEST_F(ServerTest, TcpSlotsAreNotTakenByOutsidersOrOneAddress) {
+  cfg_.tcp_max_connections = 8;
+  cfg_.tcp_max_per_address = 2;
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  std::vector<int> outsiders, insiders;
+  for (int i = 0; i < 20; ++i) outsiders.push_back(tcp_client("127.53.2.200"));
+  for (int i = 0; i < 8; ++i) insiders.push_back(tcp_client("127.53.2.2"));
+  spin(20);
+  int outsiders_open = 0, insiders_open = 0;
+  for (int fd : outsiders) outsiders_open += !closed_by_server(fd);
+  for (int fd : insiders) insiders_open += !closed_by_server(fd);
+  EXPECT_EQ(outsiders_open, 0) << "addresses outside allow hold TCP slots";
+  EXPECT_EQ(insiders_open, 2) << "one address holds more than tcp-max-per-address";
+  EXPECT_EQ(counter("tcp_rejected_acl"), 20u);
+  EXPECT_EQ(counter("tcp_rejected_per_address"), 6u);
+
+  // Someone else is still served over TCP.
+  int fd = tcp_client("127.53.2.4");
+  auto q = framed_query("www.test.", 77);
+  ASSERT_EQ(send(fd, q.data(), q.size(), MSG_NOSIGNAL), ssize_t(q.size()));
+  uint8_t buf[4096];
+  ssize_t n = -1;
+  for (int i = 0; i < 100 && n <= 0; ++i) {
+    spin(10);
+    n = recv(fd, buf, sizeof buf, 0);
+  }
+  ASSERT_GE(n, 6) << "no TCP answer for an allowed client";
+  EXPECT_EQ(buf[2], 0);  // ID 77 echoed
+  EXPECT_EQ(buf[3], 77);
+  EXPECT_EQ(buf[5] & 0x0f, 0);  // NOERROR
+  close(fd);
+  for (int f : outsiders) close(f);
+  for (int f : insiders) close(f);
+  spin(20);
+  EXPECT_EQ(counter("tcp_connections_current"), 0u);
+}
+
+// Issue 15 item 2: a byte now and then must not keep a slot forever. A message dripped one
+// byte every 20 ms is cut off at tcp-message-timeout; the same message sent at once is
+// answered.
+TEST_F(ServerTest, TcpMessageMustArriveWithinItsDeadline) {
+  cfg_.tcp_message_timeout_ms = 200;
+  cfg_.tcp_idle_timeout_ms = 10000;
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  auto q = framed_query("www.test.", 9);
+  int slow = tcp_client("127.53.2.2");
+  bool cut = false;
+  size_t i = 0;
+  for (; i < q.size() && !cut; ++i) {
+    if (send(slow, &q[i], 1, MSG_NOSIGNAL) != 1) cut = true;
+    spin(20);
+    cut = cut || closed_by_server(slow);
+  }
+  EXPECT_TRUE(cut) << "a " << q.size() << "-byte message dripped over "
+                   << 20 * q.size() << " ms was still being read";
+  EXPECT_LT(i, q.size());
+  EXPECT_EQ(counter("tcp_closed_message_timeout"), 1u);
+  close(slow);
+
+  int fast = tcp_client("127.53.2.2");
+  ASSERT_EQ(send(fast, q.data(), q.size(), MSG_NOSIGNAL), ssize_t(q.size()));
+  uint8_t buf[4096];
+  ssize_t n = -1;
+  for (int k = 0; k < 100 && n <= 0; ++k) {
+    spin(10);
+    n = recv(fast, buf, sizeof buf, 0);
+  }
+  EXPECT_GE(n, 6) << "a message sent at once was not answered";
+  close(fast);
 }
 
 }  // namespace
