@@ -52,6 +52,7 @@ struct Config {
   std::vector<Endpoint> listen;  // default 127.0.0.1:53 and [::1]:53
   std::vector<Prefix> allow;     // default: loopback only (never open)
   bool allow_any = false;        // must be set for allow = 0.0.0.0/0 or ::/0
+  unsigned allow_max_share = 64;  // without allow_any: allow covers <= 1/N of each family
   std::string control_socket = "/run/tern/control.sock";
   std::string dataplane_socket;  // empty: no dataplane to talk to
   std::string state_dir = "/var/lib/tern";

@@ -266,6 +266,38 @@ TEST_F(ConfigTest, NeverAnOpenResolverByAccident) {
   }
 }
 
+// Issue 15 item 9: an open resolver assembled from pieces is as open as /0.
+TEST_F(ConfigTest, NoOpenResolverFromPieces) {
+  auto r = parse(base() + "[server]\nallow = 198.18.0.0/15\nallow = 0.0.0.0/1 128.0.0.0/1\n");
+  EXPECT_FALSE(r.config);
+  const Diagnostic* d = find(r, Severity::error, "cover 100% of the IPv4 address space");
+  ASSERT_TRUE(d) << all(r);
+  EXPECT_EQ(d->line, 8u);  // the line holding the widest prefix
+  EXPECT_EQ(d->option, "[server] allow");
+  EXPECT_NE(d->hint.find("allow-max-share"), std::string::npos);
+  EXPECT_NE(d->hint.find("allow-any = yes"), std::string::npos);
+  EXPECT_NE(d->str().find(".conf:8: error: [server] allow:"), std::string::npos) << d->str();
+
+  r = parse(base() + "[server]\nallow = 2001:2::/48 ::/1 8000::/1\n");
+  ASSERT_TRUE(find(r, Severity::error, "of the IPv6 address space")) << all(r);
+  r = parse(base() + "[server]\nallow = 2000::/3\n");  // all of global unicast
+  ASSERT_TRUE(find(r, Severity::error, "cover 12.5% of the IPv6 address space")) << all(r);
+
+  // Private and lab ranges together are fine; nested prefixes count once.
+  r = parse(base() + "[server]\nallow = 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 100.64.0.0/10\n"
+                     "allow = 198.18.0.0/15 10.1.0.0/16 fc00::/7 2001:2::/48\n");
+  EXPECT_TRUE(r.config) << all(r);
+  // The bound is inclusive: four /8 are 1/64; a fifth is over.
+  const std::string four = "allow = 1.0.0.0/8 2.0.0.0/8 3.0.0.0/8 4.0.0.0/8\n";
+  EXPECT_TRUE(parse(base() + "[server]\n" + four).config);
+  r = parse(base() + "[server]\n" + four + "allow = 5.0.0.0/8\n");
+  ASSERT_TRUE(find(r, Severity::error, "more than allow-max-share permits (1/64)")) << all(r);
+  EXPECT_TRUE(parse(base() + "[server]\n" + four + "allow = 5.0.0.0/8\nallow-max-share = 32\n").config);
+  EXPECT_TRUE(parse(base() + "[server]\nallow = 0.0.0.0/1 128.0.0.0/1\nallow-any = yes\n").config);
+  r = parse(base() + "[server]\nallow-max-share = 0\n");
+  EXPECT_TRUE(find(r, Severity::error, "[server] allow-max-share")) << all(r);
+}
+
 TEST_F(ConfigTest, ListenCrossChecks) {
   auto r = parse(base() + "[server]\nlisten = 127.0.0.1:5300 127.0.0.1:5301\nlisten = 127.0.0.1:5300\n");
   const Diagnostic* d = find(r, Severity::error, "127.0.0.1:5300 is listed twice");

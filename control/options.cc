@@ -27,6 +27,12 @@ const std::array kOptions = {
                &Config::allow},
     OptionSpec{"server", "allow-any", T::boolean, "no", 0, 0, "0.1", true, false,
                "Permit allow = 0.0.0.0/0 or ::/0 (an open resolver).", &Config::allow_any},
+    OptionSpec{"server", "allow-max-share", T::uint, "64", 1, 1u << 30, "0.1", true, false,
+               "Without allow-any, the allow prefixes of one address family together may "
+               "cover at most 1/N of that family's address space (64: 10.0.0.0/8, "
+               "172.16.0.0/12, 192.168.0.0/16 and 100.64.0.0/10 fit; 0.0.0.0/1 128.0.0.0/1 "
+               "does not). Catches an open resolver assembled from pieces.",
+               &Config::allow_max_share},
     OptionSpec{"server", "control-socket", T::path, "/run/tern/control.sock", 0, 0, "0.1", false,
                false,
                "Unix socket for ternctl (mode 0600, root only). Its directory is created if "
