@@ -298,6 +298,35 @@ TEST_F(ConfigTest, NoOpenResolverFromPieces) {
   EXPECT_TRUE(find(r, Severity::error, "[server] allow-max-share")) << all(r);
 }
 
+// Issue 15 item 8: the default do-not-query list refuses this host, link-local, unspecified
+// and multicast addresses, and leaves the lab's (and the internet's) servers alone.
+TEST_F(ConfigTest, DefaultDoNotQueryList) {
+  auto r = parse(base());
+  ASSERT_TRUE(r.config) << all(r);
+  EXPECT_TRUE(r.config->do_not_query_own);
+  auto listed = [&](const char* ip) {
+    sockaddr_storage ss{};
+    if (inet_pton(AF_INET, ip, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr) == 1)
+      ss.ss_family = AF_INET;
+    else if (inet_pton(AF_INET6, ip, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr) == 1)
+      ss.ss_family = AF_INET6;
+    for (const auto& p : r.config->do_not_query)
+      if (p.contains(reinterpret_cast<const sockaddr*>(&ss))) return true;
+    return false;
+  };
+  for (const char* ip : {"127.0.0.1", "127.53.0.9", "169.254.169.254", "0.0.0.0", "224.0.0.1",
+                         "239.1.2.3", "255.255.255.255", "::", "::1", "fe80::1", "ff02::1",
+                         "::ffff:127.0.0.1", "::ffff:169.254.169.254"})
+    EXPECT_TRUE(listed(ip)) << ip;
+  for (const char* ip : {"198.18.0.1", "198.19.255.254", "2001:2::1", "192.0.2.1", "1.1.1.1",
+                         "2001:db8::1", "10.0.0.1"})
+    EXPECT_FALSE(listed(ip)) << ip;
+  // A list in the file replaces the default (a lab with loopback servers can say so).
+  r = parse(base() + "do-not-query = 169.254.0.0/16\n");
+  ASSERT_TRUE(r.config) << all(r);
+  ASSERT_EQ(r.config->do_not_query.size(), 1u);
+}
+
 TEST_F(ConfigTest, ListenCrossChecks) {
   auto r = parse(base() + "[server]\nlisten = 127.0.0.1:5300 127.0.0.1:5301\nlisten = 127.0.0.1:5300\n");
   const Diagnostic* d = find(r, Severity::error, "127.0.0.1:5300 is listed twice");

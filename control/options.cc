@@ -106,6 +106,21 @@ const std::array kOptions = {
                "NAME ADDR[@PORT] ...: ask these authoritative servers for NAME and below "
                "(RD=0) instead of following referrals from the root. Repeatable.",
                &Config::stub_zones},
+    OptionSpec{"recursion", "do-not-query", T::prefix_list,
+               "0.0.0.0/8 127.0.0.0/8 169.254.0.0/16 224.0.0.0/3 ::/128 ::1/128 fe80::/10 "
+               "ff00::/8",
+               0, 0, "0.1", true, false,
+               "Upstream addresses never queried when they come from the network (glue, "
+               "NS addresses): glue must not point tern-control at this host, link-local "
+               "services (169.254.169.254), unspecified, multicast or reserved addresses "
+               "(IPv4-mapped IPv6 addresses count as IPv4). Servers named in root-hints, "
+               "forward-zone and stub-zone are exempt. Repeatable; a list in the file "
+               "replaces the default. Refusals are counted (tern_resolver_do_not_query_total).",
+               &Config::do_not_query},
+    OptionSpec{"recursion", "do-not-query-own", T::boolean, "yes", 0, 0, "0.1", true, false,
+               "Also never query the node's own listen addresses and health probe-source "
+               "addresses when glue names them.",
+               &Config::do_not_query_own},
 
     // [cache]
     OptionSpec{"cache", "max-bytes", T::size, "256M", 1u << 20, 1ull << 40, "0.1", true, false,
