@@ -67,6 +67,7 @@ struct Config {
   unsigned upstream_timeout_ms = 1500, max_upstream_queries = 64, max_chain = 12, retries = 3;
   std::vector<ZoneRoute> forward_zones;  // forward-zone = NAME ADDR[@PORT] ... (RD=1 to upstreams)
   std::vector<ZoneRoute> stub_zones;     // stub-zone = NAME ADDR[@PORT] ...   (RD=0, authoritative)
+  bool forward_out_of_zone = false;      // use forwarders' records for any owner name
   std::vector<Prefix> do_not_query;      // never query learned upstream addresses in these
   bool do_not_query_own = true;          // ... nor the listen and probe-source addresses
 

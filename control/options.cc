@@ -106,6 +106,13 @@ const std::array kOptions = {
                "NAME ADDR[@PORT] ...: ask these authoritative servers for NAME and below "
                "(RD=0) instead of following referrals from the root. Repeatable.",
                &Config::stub_zones},
+    OptionSpec{"recursion", "forward-out-of-zone", T::boolean, "no", 0, 0, "0.1", true, false,
+               "Use records a forward-zone server sends for names outside its zone. No: "
+               "only names at or below the forwarded zone are taken from it, and a CNAME "
+               "that leaves the zone is resolved on its own, so a forwarder for one zone "
+               "cannot fill the cache for others. Yes for a forward-zone of . or a fully "
+               "trusted forwarder.",
+               &Config::forward_out_of_zone},
     OptionSpec{"recursion", "do-not-query", T::prefix_list,
                "0.0.0.0/8 127.0.0.0/8 169.254.0.0/16 224.0.0.0/3 ::/128 ::1/128 fe80::/10 "
                "ff00::/8",

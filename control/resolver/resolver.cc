@@ -83,6 +83,7 @@ std::optional<std::string> prepare(const Config& c, ResolverConfig& r, Hints& hi
   };
   if (auto e = routes(c.forward_zones, r.forward, "forward-zone")) return e;
   if (auto e = routes(c.stub_zones, r.stub, "stub-zone")) return e;
+  r.forward_out_of_zone = c.forward_out_of_zone;
   r.do_not_query = c.do_not_query;
   if (c.do_not_query_own) {
     // Glue naming the node itself would make it query its own listeners (or the
@@ -495,7 +496,7 @@ void Resolution::handle(const ldns_pkt* pkt, Srv& srv) {
     return send(cur_srv_, cur_tcp_, false);
   }
   bool fwd = mode_ == Mode::forward;
-  Classified c = classify(pkt, sent_name_, sent_type_, zone_, fwd);
+  Classified c = classify(pkt, sent_name_, sent_type_, zone_, fwd, cfg.forward_out_of_zone);
 
   if (partial()) {
     // A minimised probe (RFC 9156 §2.3). Only a referral moves the cut; any other

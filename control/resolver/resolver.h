@@ -39,6 +39,7 @@ struct ResolverConfig {
   uint32_t stale_answer_ttl = 30;
   unsigned max_outstanding_total = 10000;
   std::vector<Route> forward, stub;
+  bool forward_out_of_zone = false;  // trust forwarders for names outside their zone
   CacheLimits cache;
   // Upstream addresses never queried when learned from the network (glue, NS addresses):
   // [recursion] do-not-query plus the node's own addresses. Servers the operator named
