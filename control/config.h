@@ -79,6 +79,7 @@ struct Config {
   bool prefetch = true;
   // [health] (control/health.h: what each check means)
   std::vector<Endpoint> health_http_listen;  // /metrics /healthz /readyz; empty: no HTTP
+  unsigned health_http_max_per_address = 8;  // HTTP connections from one client address
   std::string health_probe;                  // "NAME TYPE" injected into the dataplane; empty: off
   std::vector<Prefix> health_probe_source;   // the probe's source addresses; allowed while probe is on
   std::string health_canary;                 // "NAME TYPE" resolved upstream; empty: off

@@ -161,6 +161,10 @@ const std::array kOptions = {
                "and /readyz (readiness), e.g. 127.0.0.1:9153. Give the port: a port-less "
                "address gets 53. Repeatable. Empty: no HTTP server.",
                &Config::health_http_listen},
+    OptionSpec{"health", "http-max-per-address", T::uint, "8", 1, 64, "0.1", true, false,
+               "HTTP connections one client address may hold at once (64 in all), so slow "
+               "clients on one address cannot starve the health checker's /readyz.",
+               &Config::health_http_max_per_address},
     OptionSpec{"health", "probe", T::string, "", 0, 0, "0.1", true, false,
                "NAME TYPE of the query injected into the dataplane's own path every interval "
                "(answered from the cache, or through the exception path and tern-control). "
