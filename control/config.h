@@ -68,6 +68,7 @@ struct Config {
   std::vector<ZoneRoute> forward_zones;  // forward-zone = NAME ADDR[@PORT] ... (RD=1 to upstreams)
   std::vector<ZoneRoute> stub_zones;     // stub-zone = NAME ADDR[@PORT] ...   (RD=0, authoritative)
   bool forward_out_of_zone = false;      // use forwarders' records for any owner name
+  size_t infra_max_bytes = 16u << 20;    // per-upstream-server state (RTT, EDNS, lameness)
   std::vector<Prefix> do_not_query;      // never query learned upstream addresses in these
   bool do_not_query_own = true;          // ... nor the listen and probe-source addresses
 

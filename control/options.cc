@@ -106,6 +106,12 @@ const std::array kOptions = {
                "NAME ADDR[@PORT] ...: ask these authoritative servers for NAME and below "
                "(RD=0) instead of following referrals from the root. Repeatable.",
                &Config::stub_zones},
+    OptionSpec{"recursion", "infra-max-bytes", T::size, "16M", 64u << 10, 1ull << 32, "0.1", true,
+               false,
+               "Memory for per-upstream-server state (RTT estimates, EDNS support, lameness). "
+               "Past it the least recently used servers are forgotten "
+               "(tern_infra_bytes, tern_infra_evictions_total).",
+               &Config::infra_max_bytes},
     OptionSpec{"recursion", "forward-out-of-zone", T::boolean, "no", 0, 0, "0.1", true, false,
                "Use records a forward-zone server sends for names outside its zone. No: "
                "only names at or below the forwarded zone are taken from it, and a CNAME "

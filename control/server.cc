@@ -711,6 +711,9 @@ void Server::counters(std::vector<std::pair<std::string, uint64_t>>& out) const 
   out.emplace_back("cache_bytes_current", resolver_->cache().bytes());
   out.emplace_back("resolutions_current", resolver_->outstanding());
   out.emplace_back("infra_servers_current", resolver_->infra().size());
+  out.emplace_back("infra_lame_current", resolver_->infra().lame_entries());
+  out.emplace_back("infra_bytes_current", resolver_->infra().bytes());
+  out.emplace_back("infra_evictions", resolver_->infra().evictions());
 }
 
 std::vector<UpstreamServerStat> Server::upstream_servers(size_t n) const {

@@ -84,6 +84,7 @@ std::optional<std::string> prepare(const Config& c, ResolverConfig& r, Hints& hi
   if (auto e = routes(c.forward_zones, r.forward, "forward-zone")) return e;
   if (auto e = routes(c.stub_zones, r.stub, "stub-zone")) return e;
   r.forward_out_of_zone = c.forward_out_of_zone;
+  r.infra_max_bytes = c.infra_max_bytes;
   r.do_not_query = c.do_not_query;
   if (c.do_not_query_own) {
     // Glue naming the node itself would make it query its own listeners (or the
@@ -682,6 +683,7 @@ void Resolver::configure(ResolverConfig cfg, Hints hints) {
   cfg_ = std::move(cfg);
   hints_ = std::move(hints);
   cache_.set_limits(cfg_.cache);
+  infra_.set_max_bytes(cfg_.infra_max_bytes);
   if (!housekeeping_) tick();
 }
 

@@ -41,6 +41,7 @@ struct ResolverConfig {
   std::vector<Route> forward, stub;
   bool forward_out_of_zone = false;  // trust forwarders for names outside their zone
   CacheLimits cache;
+  size_t infra_max_bytes = Infra::kDefaultMaxBytes;
   // Upstream addresses never queried when learned from the network (glue, NS addresses):
   // [recursion] do-not-query plus the node's own addresses. Servers the operator named
   // (root hints, forward and stub zones) are exempt.
