@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <boost/program_options.hpp>
 #include <cctype>
 #include <cerrno>
@@ -630,6 +632,39 @@ std::string display_key(const std::string& key) {
   return "[" + sec + "] " + name;
 }
 
+// The share of its family's address space that the prefixes allow[idx...] (one family)
+// cover together. Aligned prefixes either nest or are disjoint: sorted by address then
+// length, a prefix inside an earlier one is inside the last one kept.
+double allow_share(const std::vector<Prefix>& allow, const std::vector<size_t>& idx) {
+  auto bytes = [&](size_t i) {
+    std::array<unsigned char, 16> b{};
+    const auto& ss = allow[i].net;
+    if (ss.ss_family == AF_INET)
+      std::memcpy(b.data(), &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, 4);
+    else
+      std::memcpy(b.data(), &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, 16);
+    return b;
+  };
+  std::vector<std::pair<std::array<unsigned char, 16>, unsigned>> ps;
+  for (size_t i : idx) ps.emplace_back(bytes(i), allow[i].len);
+  std::sort(ps.begin(), ps.end());
+  auto inside = [](const auto& inner, const auto& outer) {
+    for (unsigned bit = 0; bit < outer.second; ++bit) {
+      unsigned char m = static_cast<unsigned char>(0x80 >> (bit % 8));
+      if ((inner.first[bit / 8] & m) != (outer.first[bit / 8] & m)) return false;
+    }
+    return true;
+  };
+  double share = 0;
+  const std::pair<std::array<unsigned char, 16>, unsigned>* last = nullptr;
+  for (const auto& p : ps) {
+    if (last && inside(p, *last)) continue;
+    share += std::ldexp(1.0, -static_cast<int>(p.second));
+    last = &p;
+  }
+  return share;
+}
+
 // Nearest existing ancestor of `dir` must be a writable directory for `dir` to be creatable.
 bool dir_usable(const std::filesystem::path& dir, std::string& why) {
   std::error_code ec;
@@ -874,6 +909,32 @@ ParseResult parse_config_text(std::string_view text, const std::string& name) {
             p.text + " allows every address on the internet: an open resolver",
             "list your clients' prefixes, or set allow-any = yes if an open resolver is "
             "really intended");
+    // /0 is not the only way to be open: 0.0.0.0/1 128.0.0.0/1 is the same resolver. Sum
+    // what the prefixes of each family cover (nested ones once) against allow-max-share.
+    if (!cfg.allow_any) {
+      for (int family : {AF_INET, AF_INET6}) {
+        std::vector<size_t> idx;
+        for (size_t i = 0; i < cfg.allow.size(); ++i)
+          if (cfg.allow[i].net.ss_family == family) idx.push_back(i);
+        if (idx.empty() || std::any_of(idx.begin(), idx.end(),
+                                       [&](size_t i) { return cfg.allow[i].len == 0; }))
+          continue;  // /0 is reported above
+        double share = allow_share(cfg.allow, idx);
+        if (share * cfg.allow_max_share <= 1.0) continue;
+        size_t widest = *std::min_element(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+          return cfg.allow[a].len < cfg.allow[b].len;
+        });
+        char pct[32];
+        std::snprintf(pct, sizeof pct, "%.4g%%", share * 100);
+        std::string fam = family == AF_INET ? "IPv4" : "IPv6";
+        add(Severity::error, elem_line("server.allow", widest), "[server] allow",
+            "the " + fam + " prefixes (widest " + cfg.allow[widest].text + ") cover " + pct +
+                " of the " + fam + " address space, more than allow-max-share permits (1/" +
+                std::to_string(cfg.allow_max_share) + "): that is close to an open resolver",
+            "list your clients' prefixes; if this is intended, raise allow-max-share or set "
+            "allow-any = yes");
+      }
+    }
     if (cfg.allow.empty())
       add(Severity::error, line_for("server", "allow"), "[server] allow", "no allowed prefix",
           "give at least one, e.g. allow = 127.0.0.0/8");

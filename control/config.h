@@ -54,11 +54,13 @@ struct Config {
   std::vector<Endpoint> listen;  // default 127.0.0.1:53 and [::1]:53
   std::vector<Prefix> allow;     // default: loopback only (never open)
   bool allow_any = false;        // must be set for allow = 0.0.0.0/0 or ::/0
+  unsigned allow_max_share = 64;  // without allow_any: allow covers <= 1/N of each family
   std::string control_socket = "/run/tern/control.sock";
   std::string dataplane_socket;  // empty: no dataplane to talk to
   std::string state_dir = "/var/lib/tern";
   uint16_t edns_buffer_size = 1232;
   unsigned tcp_idle_timeout_ms = 10000, tcp_max_connections = 256;
+  unsigned tcp_max_per_address = 32, tcp_message_timeout_ms = 2000;
   unsigned max_outstanding_per_client = 100, max_outstanding_total = 10000;
 
   // [recursion]
@@ -67,6 +69,10 @@ struct Config {
   unsigned upstream_timeout_ms = 1500, max_upstream_queries = 64, max_chain = 12, retries = 3;
   std::vector<ZoneRoute> forward_zones;  // forward-zone = NAME ADDR[@PORT] ... (RD=1 to upstreams)
   std::vector<ZoneRoute> stub_zones;     // stub-zone = NAME ADDR[@PORT] ...   (RD=0, authoritative)
+  bool forward_out_of_zone = false;      // use forwarders' records for any owner name
+  size_t infra_max_bytes = 16u << 20;    // per-upstream-server state (RTT, EDNS, lameness)
+  std::vector<Prefix> do_not_query;      // never query learned upstream addresses in these
+  bool do_not_query_own = true;          // ... nor the listen and probe-source addresses
 
   // [cache]
   size_t max_bytes = 256u << 20;
@@ -82,6 +88,7 @@ struct Config {
   bool dp_warm_restart = true;
   // [health] (control/health.h: what each check means)
   std::vector<Endpoint> health_http_listen;  // /metrics /healthz /readyz; empty: no HTTP
+  unsigned health_http_max_per_address = 8;  // HTTP connections from one client address
   std::string health_probe;                  // "NAME TYPE" injected into the dataplane; empty: off
   std::vector<Prefix> health_probe_source;   // the probe's source addresses; allowed while probe is on
   std::string health_canary;                 // "NAME TYPE" resolved upstream; empty: off

@@ -267,6 +267,67 @@ TEST_F(ConfigTest, NeverAnOpenResolverByAccident) {
   }
 }
 
+// Issue 15 item 9: an open resolver assembled from pieces is as open as /0.
+TEST_F(ConfigTest, NoOpenResolverFromPieces) {
+  auto r = parse(base() + "[server]\nallow = 198.18.0.0/15\nallow = 0.0.0.0/1 128.0.0.0/1\n");
+  EXPECT_FALSE(r.config);
+  const Diagnostic* d = find(r, Severity::error, "cover 100% of the IPv4 address space");
+  ASSERT_TRUE(d) << all(r);
+  EXPECT_EQ(d->line, 8u);  // the line holding the widest prefix
+  EXPECT_EQ(d->option, "[server] allow");
+  EXPECT_NE(d->hint.find("allow-max-share"), std::string::npos);
+  EXPECT_NE(d->hint.find("allow-any = yes"), std::string::npos);
+  EXPECT_NE(d->str().find(".conf:8: error: [server] allow:"), std::string::npos) << d->str();
+
+  r = parse(base() + "[server]\nallow = 2001:2::/48 ::/1 8000::/1\n");
+  ASSERT_TRUE(find(r, Severity::error, "of the IPv6 address space")) << all(r);
+  r = parse(base() + "[server]\nallow = 2000::/3\n");  // all of global unicast
+  ASSERT_TRUE(find(r, Severity::error, "cover 12.5% of the IPv6 address space")) << all(r);
+
+  // Private and lab ranges together are fine; nested prefixes count once.
+  r = parse(base() + "[server]\nallow = 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 100.64.0.0/10\n"
+                     "allow = 198.18.0.0/15 10.1.0.0/16 fc00::/7 2001:2::/48\n");
+  EXPECT_TRUE(r.config) << all(r);
+  // The bound is inclusive: four /8 are 1/64; a fifth is over.
+  const std::string four = "allow = 1.0.0.0/8 2.0.0.0/8 3.0.0.0/8 4.0.0.0/8\n";
+  EXPECT_TRUE(parse(base() + "[server]\n" + four).config);
+  r = parse(base() + "[server]\n" + four + "allow = 5.0.0.0/8\n");
+  ASSERT_TRUE(find(r, Severity::error, "more than allow-max-share permits (1/64)")) << all(r);
+  EXPECT_TRUE(parse(base() + "[server]\n" + four + "allow = 5.0.0.0/8\nallow-max-share = 32\n").config);
+  EXPECT_TRUE(parse(base() + "[server]\nallow = 0.0.0.0/1 128.0.0.0/1\nallow-any = yes\n").config);
+  r = parse(base() + "[server]\nallow-max-share = 0\n");
+  EXPECT_TRUE(find(r, Severity::error, "[server] allow-max-share")) << all(r);
+}
+
+// Issue 15 item 8: the default do-not-query list refuses this host, link-local, unspecified
+// and multicast addresses, and leaves the lab's (and the internet's) servers alone.
+TEST_F(ConfigTest, DefaultDoNotQueryList) {
+  auto r = parse(base());
+  ASSERT_TRUE(r.config) << all(r);
+  EXPECT_TRUE(r.config->do_not_query_own);
+  auto listed = [&](const char* ip) {
+    sockaddr_storage ss{};
+    if (inet_pton(AF_INET, ip, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr) == 1)
+      ss.ss_family = AF_INET;
+    else if (inet_pton(AF_INET6, ip, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr) == 1)
+      ss.ss_family = AF_INET6;
+    for (const auto& p : r.config->do_not_query)
+      if (p.contains(reinterpret_cast<const sockaddr*>(&ss))) return true;
+    return false;
+  };
+  for (const char* ip : {"127.0.0.1", "127.53.0.9", "169.254.169.254", "0.0.0.0", "224.0.0.1",
+                         "239.1.2.3", "255.255.255.255", "::", "::1", "fe80::1", "ff02::1",
+                         "::ffff:127.0.0.1", "::ffff:169.254.169.254"})
+    EXPECT_TRUE(listed(ip)) << ip;
+  for (const char* ip : {"198.18.0.1", "198.19.255.254", "2001:2::1", "192.0.2.1", "1.1.1.1",
+                         "2001:db8::1", "10.0.0.1"})
+    EXPECT_FALSE(listed(ip)) << ip;
+  // A list in the file replaces the default (a lab with loopback servers can say so).
+  r = parse(base() + "do-not-query = 169.254.0.0/16\n");
+  ASSERT_TRUE(r.config) << all(r);
+  ASSERT_EQ(r.config->do_not_query.size(), 1u);
+}
+
 TEST_F(ConfigTest, ListenCrossChecks) {
   auto r = parse(base() + "[server]\nlisten = 127.0.0.1:5300 127.0.0.1:5301\nlisten = 127.0.0.1:5300\n");
   const Diagnostic* d = find(r, Severity::error, "127.0.0.1:5300 is listed twice");

@@ -13,6 +13,7 @@ namespace tern::control {
 
 struct HttpServer::Conn {
   int fd = -1;
+  std::string addr;  // client address bytes: the per-address count
   std::string in;
   std::string out;
   size_t sent = 0;
@@ -128,7 +129,9 @@ std::vector<std::string> HttpServer::listening() const {
 
 void HttpServer::accept_ready(int lfd) {
   for (;;) {
-    int fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    int fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         // Out of descriptors: the pending connection stays queued and the level-triggered
@@ -149,8 +152,19 @@ void HttpServer::accept_ready(int lfd) {
       ::close(fd);
       continue;
     }
+    std::string addr = peer.ss_family == AF_INET6
+        ? std::string(reinterpret_cast<const char*>(&reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr), 16)
+        : std::string(reinterpret_cast<const char*>(&reinterpret_cast<sockaddr_in*>(&peer)->sin_addr), 4);
+    size_t& from_addr = per_address_[addr];
+    if (from_addr >= max_per_address_) {
+      ++rejected_;
+      ::close(fd);
+      continue;
+    }
+    ++from_addr;
     auto c = std::make_unique<Conn>();
     c->fd = fd;
+    c->addr = std::move(addr);
     c->timer = loop_.after(kRequestTimeout, [this, fd] {
       auto it = conns_.find(fd);
       if (it == conns_.end()) return;
@@ -173,6 +187,7 @@ void HttpServer::accept_ready(int lfd) {
 void HttpServer::readable(int fd) {
   Conn& c = *conns_.at(fd);
   char buf[2048];
+  bool eof = false;
   for (;;) {
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n > 0) {
@@ -180,7 +195,9 @@ void HttpServer::readable(int fd) {
       if (c.in.size() > kMaxRequest) break;
       continue;
     }
-    if (n == 0) { close_conn(fd); return; }  // peer closed before a full request
+    // EOF: the client may have shut only its sending side after the request (RFC 9112
+    // 9.6 lets a client half-close); answer what arrived, the other direction is open.
+    if (n == 0) { eof = true; break; }
     if (errno == EAGAIN || errno == EWOULDBLOCK) break;
     if (errno == EINTR) continue;
     close_conn(fd);
@@ -188,6 +205,10 @@ void HttpServer::readable(int fd) {
   }
   HttpRequestHead head;
   HeadParse r = parse_request_head(c.in, head);
+  if (r == HeadParse::incomplete && eof && c.in.size() <= kMaxRequest) {
+    close_conn(fd);  // closed before a full request: nobody to answer
+    return;
+  }
   if (r == HeadParse::incomplete) {
     if (c.in.size() > kMaxRequest) {
       ++rejected_;
@@ -261,7 +282,7 @@ void HttpServer::writable(int fd) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      loop_.modify(fd, EPOLLOUT | EPOLLRDHUP);
+      loop_.modify(fd, EPOLLOUT);  // not RDHUP: a half-closed peer would wake us in a loop
       return;
     }
     close_conn(fd);
@@ -276,6 +297,8 @@ void HttpServer::close_conn(int fd) {
   auto it = conns_.find(fd);
   if (it == conns_.end()) return;
   if (it->second->timer) loop_.cancel(it->second->timer);
+  if (auto a = per_address_.find(it->second->addr); a != per_address_.end() && --a->second == 0)
+    per_address_.erase(a);
   loop_.remove(fd);
   ::close(fd);
   conns_.erase(it);

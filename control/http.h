@@ -7,7 +7,10 @@
 // in-process counters). Every connection is bounded: the request head may be at most
 // kMaxRequest bytes and must arrive within kRequestTimeout; the whole response must be taken
 // by the peer within kWriteTimeout; at most kMaxConnections at once (a connection over the
-// limit is accepted and closed at once, so the backlog never fills with clients that wait).
+// limit is accepted and closed at once, so the backlog never fills with clients that wait),
+// and at most max_per_address() from one client address, so slow clients on one address
+// cannot take the slots a health checker needs. A request followed by a half-close (the
+// client shut its sending side) is answered.
 // One request per connection (`Connection: close`): scrapers and health checkers open a
 // connection per request anyway, and it keeps a stuck client from holding a slot.
 #pragma once
@@ -38,6 +41,7 @@ class HttpServer {
  public:
   static constexpr size_t kMaxRequest = 8192;
   static constexpr size_t kMaxConnections = 64;
+  static constexpr size_t kDefaultMaxPerAddress = 8;  // [health] http-max-per-address
   static constexpr std::chrono::milliseconds kRequestTimeout{5000};
   static constexpr std::chrono::milliseconds kWriteTimeout{10000};
 
@@ -54,6 +58,9 @@ class HttpServer {
   // address and the reason.
   std::optional<std::string> listen(const std::vector<Endpoint>& endpoints);
   std::vector<std::string> listening() const;
+  // Connections one client address may hold; applies to new connections.
+  void set_max_per_address(size_t n) { max_per_address_ = n ? n : 1; }
+  size_t max_per_address() const { return max_per_address_; }
 
   uint64_t requests() const { return requests_; }
   uint64_t rejected() const { return rejected_; }  // malformed, too large, timed out, over limit
@@ -72,6 +79,8 @@ class HttpServer {
   std::unordered_map<std::string, int> listeners_;  // endpoint text -> fd
   std::unordered_map<int, std::unique_ptr<Conn>> conns_;
   std::unordered_set<int> paused_;  // listeners taken off epoll while out of descriptors
+  std::unordered_map<std::string, size_t> per_address_;  // client address -> connections
+  size_t max_per_address_ = kDefaultMaxPerAddress;
   uint64_t requests_ = 0, rejected_ = 0;
 };
 

@@ -68,8 +68,14 @@ class HttpServerTest : public ::testing::Test {
     return ntohs(sa.sin_port);
   }
 
-  int connect_client() {
+  int connect_client(const char* from = nullptr) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (from) {
+      sockaddr_in me{};
+      me.sin_family = AF_INET;
+      inet_pton(AF_INET, from, &me.sin_addr);
+      EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&me), sizeof me), 0);
+    }
     timeval tv{5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     sockaddr_in sa{};
@@ -134,7 +140,11 @@ TEST_F(HttpServerTest, OversizedHeadIsRejected) {
 
 TEST_F(HttpServerTest, ConnectionsOverTheLimitAreClosedNotQueued) {
   std::vector<int> idle;
-  for (size_t i = 0; i < HttpServer::kMaxConnections; ++i) idle.push_back(connect_client());
+  // From several addresses, so that the per-address limit is not what refuses the 65th.
+  std::vector<std::string> from;
+  for (size_t i = 0; i < HttpServer::kMaxConnections; ++i)
+    from.push_back("127.0.1." + std::to_string(1 + i / HttpServer::kDefaultMaxPerAddress));
+  for (size_t i = 0; i < HttpServer::kMaxConnections; ++i) idle.push_back(connect_client(from[i].c_str()));
   // Make sure the server has accepted them all before the extra one arrives.
   std::string first = exchange("GET /metrics HTTP/1.1\r\n\r\n");
   EXPECT_EQ(first, "") << "the 65th connection must be closed without an answer";
@@ -148,6 +158,49 @@ TEST_F(HttpServerTest, ConnectionsOverTheLimitAreClosedNotQueued) {
   }
   EXPECT_EQ(r.rfind("HTTP/1.1 200 ", 0), 0u);
   for (int fd : idle) close(fd);
+}
+
+// Issue 15 item 10: a client that sends its request and shuts its sending side (curl
+// --http1.0 with some proxies, `printf ... | nc -N`) still gets the answer.
+TEST_F(HttpServerTest, RequestFollowedByHalfCloseIsAnswered) {
+  int fd = connect_client();
+  std::string req = "GET /metrics HTTP/1.0\r\n\r\n";
+  ASSERT_EQ(send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
+  ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+  std::string r = read_all(fd);
+  close(fd);
+  EXPECT_EQ(r.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r;
+  EXPECT_NE(r.find("tern_x_total 1\n"), std::string::npos) << r;
+  // A half-close before the request is complete is just a close: no answer, no slot held.
+  fd = connect_client();
+  std::string part = "GET /metr";
+  ASSERT_EQ(send(fd, part.data(), part.size(), MSG_NOSIGNAL), ssize_t(part.size()));
+  shutdown(fd, SHUT_WR);
+  EXPECT_EQ(read_all(fd), "");
+  close(fd);
+}
+
+// Issue 15 item 10: 64 slow connections from one address must not starve /readyz from
+// another (keepalived's check). One address gets max_per_address() slots, no more.
+TEST_F(HttpServerTest, OneAddressCannotTakeEverySlot) {
+  std::vector<int> slow;
+  for (size_t i = 0; i < HttpServer::kMaxConnections; ++i) slow.push_back(connect_client("127.0.0.2"));
+  std::string r;
+  for (int i = 0; i < 50 && r.empty(); ++i) {  // the accepts race our exchange: retry a little
+    r = exchange("GET /readyz HTTP/1.1\r\n\r\n");
+    if (r.empty()) usleep(10000);
+  }
+  EXPECT_EQ(r.rfind("HTTP/1.1 503 ", 0), 0u) << "the health checker got no answer: '" << r << "'";
+  // Only max_per_address() of the slow ones were kept: the rest see EOF at once.
+  size_t open = 0;
+  for (int fd : slow) {
+    timeval tv{0, 200000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char b;
+    if (recv(fd, &b, 1, 0) < 0 && errno == EAGAIN) ++open;
+  }
+  EXPECT_EQ(open, HttpServer::kDefaultMaxPerAddress);
+  for (int fd : slow) close(fd);
 }
 
 TEST(HttpListen, BindFailureNamesTheAddress) {

@@ -213,6 +213,7 @@ std::optional<std::string> Daemon::activate(Config& c) {
   // After the swap: an HTTP port that does not bind is an error in the log and a metric, not
   // a failed reload (the resolver is already serving the new config). Health checkers then
   // see the node as not ready, which is the safe direction.
+  http_.set_max_per_address(c.health_http_max_per_address);
   if (auto err = http_.listen(c.health_http_listen)) {
     ++http_listen_failures_;
     log(Lvl::err, "health HTTP endpoint: " + *err);

@@ -27,6 +27,12 @@ const std::array kOptions = {
                &Config::allow},
     OptionSpec{"server", "allow-any", T::boolean, "no", 0, 0, "0.1", true, false,
                "Permit allow = 0.0.0.0/0 or ::/0 (an open resolver).", &Config::allow_any},
+    OptionSpec{"server", "allow-max-share", T::uint, "64", 1, 1u << 30, "0.1", true, false,
+               "Without allow-any, the allow prefixes of one address family together may "
+               "cover at most 1/N of that family's address space (64: 10.0.0.0/8, "
+               "172.16.0.0/12, 192.168.0.0/16 and 100.64.0.0/10 fit; 0.0.0.0/1 128.0.0.0/1 "
+               "does not). Catches an open resolver assembled from pieces.",
+               &Config::allow_max_share},
     OptionSpec{"server", "control-socket", T::path, "/run/tern/control.sock", 0, 0, "0.1", false,
                false,
                "Unix socket for ternctl (mode 0600, root only). Its directory is created if "
@@ -52,6 +58,18 @@ const std::array kOptions = {
     OptionSpec{"server", "tcp-max-connections", T::uint, "256", 1, 65535, "0.1", true, false,
                "Concurrent client TCP connections; beyond it new connections are refused.",
                &Config::tcp_max_connections},
+    OptionSpec{"server", "tcp-max-per-address", T::uint, "32", 1, 65535, "0.1", true, false,
+               "Concurrent client TCP connections from one address; beyond it new "
+               "connections from that address are closed at once, so one address cannot "
+               "take every tcp-max-connections slot. Connections from addresses outside "
+               "allow are closed at accept.",
+               &Config::tcp_max_per_address},
+    OptionSpec{"server", "tcp-message-timeout", T::duration_ms, "2s", 100, 60000, "0.1", true,
+               false,
+               "Time a client has to complete a TCP message once its first byte arrived; "
+               "a connection that trickles a message slower is closed. The idle timeout "
+               "restarts only on complete messages.",
+               &Config::tcp_message_timeout_ms},
     OptionSpec{"server", "max-outstanding-per-client", T::uint, "100", 1, 1000000, "0.1", true,
                false, "Queries one client address may have in recursion at once.",
                &Config::max_outstanding_per_client},
@@ -90,6 +108,34 @@ const std::array kOptions = {
                "NAME ADDR[@PORT] ...: ask these authoritative servers for NAME and below "
                "(RD=0) instead of following referrals from the root. Repeatable.",
                &Config::stub_zones},
+    OptionSpec{"recursion", "infra-max-bytes", T::size, "16M", 64u << 10, 1ull << 32, "0.1", true,
+               false,
+               "Memory for per-upstream-server state (RTT estimates, EDNS support, lameness). "
+               "Past it the least recently used servers are forgotten "
+               "(tern_infra_bytes, tern_infra_evictions_total).",
+               &Config::infra_max_bytes},
+    OptionSpec{"recursion", "forward-out-of-zone", T::boolean, "no", 0, 0, "0.1", true, false,
+               "Use records a forward-zone server sends for names outside its zone. No: "
+               "only names at or below the forwarded zone are taken from it, and a CNAME "
+               "that leaves the zone is resolved on its own, so a forwarder for one zone "
+               "cannot fill the cache for others. Yes for a forward-zone of . or a fully "
+               "trusted forwarder.",
+               &Config::forward_out_of_zone},
+    OptionSpec{"recursion", "do-not-query", T::prefix_list,
+               "0.0.0.0/8 127.0.0.0/8 169.254.0.0/16 224.0.0.0/3 ::/128 ::1/128 fe80::/10 "
+               "ff00::/8",
+               0, 0, "0.1", true, false,
+               "Upstream addresses never queried when they come from the network (glue, "
+               "NS addresses): glue must not point tern-control at this host, link-local "
+               "services (169.254.169.254), unspecified, multicast or reserved addresses "
+               "(IPv4-mapped IPv6 addresses count as IPv4). Servers named in root-hints, "
+               "forward-zone and stub-zone are exempt. Repeatable; a list in the file "
+               "replaces the default. Refusals are counted (tern_resolver_do_not_query_total).",
+               &Config::do_not_query},
+    OptionSpec{"recursion", "do-not-query-own", T::boolean, "yes", 0, 0, "0.1", true, false,
+               "Also never query the node's own listen addresses and health probe-source "
+               "addresses when glue names them.",
+               &Config::do_not_query_own},
 
     // [cache]
     OptionSpec{"cache", "max-bytes", T::size, "256M", 1u << 20, 1ull << 40, "0.1", true, false,
@@ -150,6 +196,10 @@ const std::array kOptions = {
                "and /readyz (readiness), e.g. 127.0.0.1:9153. Give the port: a port-less "
                "address gets 53. Repeatable. Empty: no HTTP server.",
                &Config::health_http_listen},
+    OptionSpec{"health", "http-max-per-address", T::uint, "8", 1, 64, "0.1", true, false,
+               "HTTP connections one client address may hold at once (64 in all), so slow "
+               "clients on one address cannot starve the health checker's /readyz.",
+               &Config::health_http_max_per_address},
     OptionSpec{"health", "probe", T::string, "", 0, 0, "0.1", true, false,
                "NAME TYPE of the query injected into the dataplane's own path every interval "
                "(answered from the cache, or through the exception path and tern-control). "

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -30,7 +31,8 @@ using resolver::Verdict;
   X(answers_other) X(answers_badvers) X(answers_truncated) X(refused_acl) X(dropped_header) \
   X(dropped_per_client_limit) X(dropped_total_limit) X(tcp_accepted) X(tcp_rejected_limit) \
   X(tcp_closed_idle) X(tcp_closed_error) X(udp_send_errors) X(rd0_cache_miss)             \
-  X(answers_msgcache)
+  X(answers_msgcache) X(tcp_read_paused) X(tcp_rejected_acl) X(tcp_rejected_per_address)    \
+  X(tcp_closed_message_timeout)
 
 struct ServerStats {
 #define X(n) uint64_t n = 0;
@@ -157,15 +159,24 @@ struct Listener {
   bool registered = false;
 };
 
+// RFC 1035 §4.2.2: a two-octet length, then at most 65535 octets of message.
+constexpr size_t kMaxTcpMessage = 2 + 65535;
+
 struct TcpConn {
   Fd fd;
   sockaddr_storage peer{};
+  std::string addr;  // client_key(peer): the per-address connection count
+  // Bytes received and not yet parsed. Never more than kMaxTcpMessage: reading stops while
+  // it holds a whole message that cannot be started yet (the client is at its limit), so
+  // the kernel's window, not our memory, absorbs a client that keeps sending.
   std::vector<uint8_t> rbuf;
   std::deque<std::vector<uint8_t>> wq;
   size_t woff = 0, wbytes = 0;
   unsigned pending = 0;
-  bool eof = false, want_out = false;
+  bool eof = false, want_in = true, want_out = false;
+  bool parsing = false;  // inside parse(): an answer sent synchronously must not re-enter
   EventLoop::TimerId idle = 0;
+  EventLoop::TimerId deadline = 0;  // armed while a partial message waits for its bytes
 };
 
 class Frontend {
@@ -174,6 +185,7 @@ class Frontend {
   ~Frontend() {
     for (auto& [fd, c] : conns_) {
       if (c->idle) loop_.cancel(c->idle);
+      if (c->deadline) loop_.cancel(c->deadline);
       loop_.remove(fd);
     }
     for (auto& [k, l] : listeners_) unregister(*l);
@@ -183,6 +195,7 @@ class Frontend {
     std::vector<Prefix> allow;
     uint16_t edns_size = 1232;
     unsigned tcp_idle_ms = 10000, tcp_max = 256, per_client = 100;
+    unsigned tcp_per_address = 32, tcp_message_ms = 2000;
   };
 
   std::optional<std::string> prepare(const Config& c,
@@ -206,6 +219,8 @@ class Frontend {
     set_.edns_size = c.edns_buffer_size;
     set_.tcp_idle_ms = c.tcp_idle_timeout_ms;
     set_.tcp_max = c.tcp_max_connections;
+    set_.tcp_per_address = c.tcp_max_per_address;
+    set_.tcp_message_ms = c.tcp_message_timeout_ms;
     set_.per_client = c.max_outstanding_per_client;
     // TTL limits or routes may have changed: rebuild memoised answers from the RRsets.
     msgcache_.clear();
@@ -236,6 +251,9 @@ class Frontend {
     TERN_SERVER_COUNTERS(X)
 #undef X
     out.emplace_back("tcp_connections_current", conns_.size());
+    size_t buffered = 0;
+    for (const auto& [fd, c] : conns_) buffered += c->rbuf.size();
+    out.emplace_back("tcp_buffered_bytes_current", buffered);
     out.emplace_back("listeners_current", listeners_.size());
     out.emplace_back("msgcache_entries_current", msgcache_.entries());
     out.emplace_back("msgcache_bytes_current", msgcache_.bytes());
@@ -444,17 +462,33 @@ class Frontend {
       int fd = ::accept4(l.tcp.fd, reinterpret_cast<sockaddr*>(&peer), &plen,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) return;
+      // Refused before a slot is taken: a client that may not query gets no connection
+      // (it would only get REFUSED), and no address may hold more than its share.
+      if (!allowed(peer)) {
+        ++st_.tcp_rejected_acl;
+        ::close(fd);
+        continue;
+      }
       if (conns_.size() >= set_.tcp_max) {
         ++st_.tcp_rejected_limit;
         ::close(fd);
         continue;
       }
+      std::string addr = client_key(peer);
+      unsigned& from_addr = tcp_per_addr_[addr];
+      if (from_addr >= set_.tcp_per_address) {
+        ++st_.tcp_rejected_per_address;
+        ::close(fd);
+        continue;
+      }
+      ++from_addr;
       ++st_.tcp_accepted;
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto c = std::make_shared<TcpConn>();
       c->fd = Fd(fd);
       c->peer = peer;
+      c->addr = std::move(addr);
       conns_[fd] = c;
       std::weak_ptr<TcpConn> wc = c;
       loop_.add(fd, EPOLLIN, [this, wc](uint32_t ev) {
@@ -477,23 +511,63 @@ class Frontend {
     });
   }
 
+  // RFC 7766 §6.2.3 leaves the limits to the server: a message that started must be
+  // complete within tcp-message-timeout, whatever trickle of bytes keeps it alive.
+  void arm_deadline(const std::shared_ptr<TcpConn>& c) {
+    if (c->deadline) return;  // one deadline per message, from its first byte
+    std::weak_ptr<TcpConn> wc = c;
+    c->deadline = loop_.after(std::chrono::milliseconds(set_.tcp_message_ms), [this, wc] {
+      auto sc = wc.lock();
+      if (!sc) return;
+      sc->deadline = 0;
+      ++st_.tcp_closed_message_timeout;
+      close_conn(sc);
+    });
+  }
+
   void close_conn(const std::shared_ptr<TcpConn>& c) {
     if (c->idle) loop_.cancel(c->idle);
     c->idle = 0;
+    if (c->deadline) loop_.cancel(c->deadline);
+    c->deadline = 0;
     if (c->fd.fd >= 0) {
+      if (auto it = tcp_per_addr_.find(c->addr); it != tcp_per_addr_.end() && --it->second == 0)
+        tcp_per_addr_.erase(it);
       loop_.remove(c->fd.fd);
       conns_.erase(c->fd.fd);
       c->fd.reset();  // pending answers find a closed connection and are dropped
     }
   }
 
+  // Reading is allowed while the client has room for another query and the buffer room
+  // for another message; otherwise the bytes wait in the kernel (TCP flow control).
+  bool may_read(const TcpConn& c) const {
+    return !c.eof && c.pending < set_.per_client && c.rbuf.size() < kMaxTcpMessage;
+  }
+
+  void set_interest(const std::shared_ptr<TcpConn>& c) {
+    if (c->fd.fd < 0) return;
+    bool in = may_read(*c), out = !c->wq.empty();
+    if (in == c->want_in && out == c->want_out) return;
+    if (!in && c->want_in && !c->eof) ++st_.tcp_read_paused;
+    loop_.modify(c->fd.fd, (in ? uint32_t(EPOLLIN) : 0u) | (out ? uint32_t(EPOLLOUT) : 0u));
+    c->want_in = in;
+    c->want_out = out;
+  }
+
   void on_tcp(const std::shared_ptr<TcpConn>& c, uint32_t ev) {
     if (ev & EPOLLOUT) flush(c);
     if (c->fd.fd < 0) return;
+    if ((ev & (EPOLLHUP | EPOLLERR)) && !may_read(*c)) {
+      // Not reading (client at its limit) and the connection is gone: nothing to answer.
+      ++st_.tcp_closed_error;
+      return close_conn(c);
+    }
     if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
       uint8_t buf[16384];
-      for (;;) {
-        ssize_t n = ::recv(c->fd.fd, buf, sizeof buf, 0);
+      while (may_read(*c)) {
+        size_t room = std::min(sizeof buf, kMaxTcpMessage - c->rbuf.size());
+        ssize_t n = ::recv(c->fd.fd, buf, room, 0);
         if (n < 0) {
           if (errno == EAGAIN || errno == EINTR) break;
           ++st_.tcp_closed_error;
@@ -504,38 +578,64 @@ class Frontend {
           break;
         }
         c->rbuf.insert(c->rbuf.end(), buf, buf + n);
-        if (c->rbuf.size() > 2 * 65537) break;  // process what we have first
+        // Start what is complete before reading on: it may free room for more.
+        parse(c);
+        if (c->fd.fd < 0) return;
       }
-      arm_idle(c);
-      // RFC 7766 §6.2.1.1: pipelined queries, each answered as soon as it is ready.
-      size_t off = 0;
-      std::weak_ptr<TcpConn> wc = c;
-      while (c->rbuf.size() - off >= 2 && c->fd.fd >= 0) {
-        size_t len = size_t(c->rbuf[off]) << 8 | c->rbuf[off + 1];
-        if (c->rbuf.size() - off - 2 < len) break;
-        if (c->pending >= set_.per_client) break;  // back-pressure: stop reading
-        std::vector<uint8_t> msg(c->rbuf.begin() + long(off) + 2, c->rbuf.begin() + long(off + 2 + len));
-        off += 2 + len;
-        ++st_.queries_tcp;
-        ++c->pending;
-        bool answers = handle(msg, c->peer, true, [this, wc](std::vector<uint8_t> out) {
-          auto sc = wc.lock();
-          if (!sc) return;
-          --sc->pending;
-          if (sc->fd.fd < 0) return;
-          std::vector<uint8_t> framed(2 + out.size());
-          framed[0] = uint8_t(out.size() >> 8);
-          framed[1] = uint8_t(out.size());
-          std::memcpy(framed.data() + 2, out.data(), out.size());
-          sc->wbytes += framed.size();
-          sc->wq.push_back(std::move(framed));
-          flush(sc);
-        });
-        if (!answers) --c->pending;  // dropped: no answer will come
-      }
-      c->rbuf.erase(c->rbuf.begin(), c->rbuf.begin() + long(off));
+      parse(c);
     }
     if (c->fd.fd >= 0 && c->eof && c->pending == 0 && c->wq.empty()) close_conn(c);
+  }
+
+  // Starts every complete message in rbuf the client's limit allows, then sets what the
+  // connection waits for.
+  void parse(const std::shared_ptr<TcpConn>& c) {
+    if (c->parsing || c->fd.fd < 0) return;
+    c->parsing = true;
+    // RFC 7766 §6.2.1.1: pipelined queries, each answered as soon as it is ready.
+    size_t off = 0;
+    std::weak_ptr<TcpConn> wc = c;
+    while (c->rbuf.size() - off >= 2 && c->fd.fd >= 0) {
+      size_t len = size_t(c->rbuf[off]) << 8 | c->rbuf[off + 1];
+      if (c->rbuf.size() - off - 2 < len) break;
+      if (c->pending >= set_.per_client) break;  // back-pressure: wait for answers
+      std::vector<uint8_t> msg(c->rbuf.begin() + long(off) + 2, c->rbuf.begin() + long(off + 2 + len));
+      off += 2 + len;
+      ++st_.queries_tcp;
+      ++c->pending;
+      arm_idle(c);  // a whole message, not any byte, is activity
+      bool answers = handle(msg, c->peer, true, [this, wc](std::vector<uint8_t> out) {
+        auto sc = wc.lock();
+        if (!sc) return;
+        --sc->pending;
+        if (sc->fd.fd < 0) return;
+        std::vector<uint8_t> framed(2 + out.size());
+        framed[0] = uint8_t(out.size() >> 8);
+        framed[1] = uint8_t(out.size());
+        std::memcpy(framed.data() + 2, out.data(), out.size());
+        sc->wbytes += framed.size();
+        sc->wq.push_back(std::move(framed));
+        arm_idle(sc);
+        flush(sc);
+        parse(sc);  // room again: start what waits in rbuf, resume reading
+      });
+      if (!answers) --c->pending;  // dropped: no answer will come
+    }
+    c->rbuf.erase(c->rbuf.begin(), c->rbuf.begin() + long(off));
+    c->parsing = false;
+    if (c->fd.fd < 0) return;
+    // The clock runs while the next message is incomplete: we wait for the client. A
+    // complete message that waits for room (back-pressure) waits for us, not the client.
+    bool incomplete = !c->rbuf.empty() &&
+                      (c->rbuf.size() < 2 || c->rbuf.size() - 2 < (size_t(c->rbuf[0]) << 8 | c->rbuf[1]));
+    if (incomplete && may_read(*c)) {
+      arm_deadline(c);
+    } else if (c->deadline) {
+      loop_.cancel(c->deadline);
+      c->deadline = 0;
+    }
+    set_interest(c);
+    if (c->eof && c->pending == 0 && c->wq.empty()) close_conn(c);
   }
 
   void flush(const std::shared_ptr<TcpConn>& c) {
@@ -559,11 +659,7 @@ class Frontend {
       ++st_.tcp_closed_error;
       return close_conn(c);
     }
-    bool want = !c->wq.empty();
-    if (want != c->want_out) {
-      loop_.modify(c->fd.fd, EPOLLIN | (want ? uint32_t(EPOLLOUT) : 0u));
-      c->want_out = want;
-    }
+    set_interest(c);
     if (c->eof && c->pending == 0 && c->wq.empty()) close_conn(c);
   }
 
@@ -577,6 +673,7 @@ class Frontend {
   std::map<std::string, std::shared_ptr<Listener>> listeners_;
   std::unordered_map<int, std::shared_ptr<TcpConn>> conns_;
   std::unordered_map<std::string, unsigned> per_client_;
+  std::unordered_map<std::string, unsigned> tcp_per_addr_;  // client_key -> open connections
 };
 
 Server::Server(EventLoop& loop)
@@ -617,6 +714,9 @@ void Server::counters(std::vector<std::pair<std::string, uint64_t>>& out) const 
   out.emplace_back("cache_bytes_current", resolver_->cache().bytes());
   out.emplace_back("resolutions_current", resolver_->outstanding());
   out.emplace_back("infra_servers_current", resolver_->infra().size());
+  out.emplace_back("infra_lame_current", resolver_->infra().lame_entries());
+  out.emplace_back("infra_bytes_current", resolver_->infra().bytes());
+  out.emplace_back("infra_evictions", resolver_->infra().evictions());
 }
 
 std::vector<UpstreamServerStat> Server::upstream_servers(size_t n) const {

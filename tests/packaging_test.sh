@@ -188,6 +188,37 @@ else
   fail "unknown option: rc=$rc svc=[$(tr '\n' ' ' <"$tmp/svc.log")] out: $out"
 fi
 
+# The state dir is _tern's, the check runs as root: symlinks planted there (at the old
+# temporary name, at upgrade-held itself, to a file and to a directory) must not make root
+# write anywhere else. Issue 15 item 13.
+printf 'precious\n' >"$tmp/victim"
+mkdir -p "$tmp/victim-dir"
+rm -f "$tmp/state/upgrade-held"
+ln -s "$tmp/victim" "$tmp/state/upgrade-held.tmp"
+ln -s "$tmp/victim-dir" "$tmp/state/upgrade-held"
+run_check "$tmp/broken.conf"
+planted_ok=1
+[[ $(cat "$tmp/victim") == precious ]] || planted_ok=0
+[[ -z $(ls -A "$tmp/victim-dir") ]] || planted_ok=0
+[[ -f $tmp/state/upgrade-held && ! -L $tmp/state/upgrade-held ]] || planted_ok=0
+grep -q '^reason=config errors' "$tmp/state/upgrade-held" 2>/dev/null || planted_ok=0
+if ((rc == 1 && planted_ok)); then
+  pass "planted symlinks in the state dir: nothing written through them, hold recorded"
+else
+  fail "planted symlinks: rc=$rc victim=[$(cat "$tmp/victim")] victim-dir=[$(ls -A "$tmp/victim-dir")]" \
+       "upgrade-held=[$(ls -l "$tmp/state/upgrade-held" 2>&1)]"
+fi
+# The same, with the symlink to the file at upgrade-held itself.
+rm -f "$tmp/state/upgrade-held" "$tmp/state/upgrade-held.tmp"
+ln -s "$tmp/victim" "$tmp/state/upgrade-held"
+run_check "$tmp/broken.conf"
+if ((rc == 1)) && [[ $(cat "$tmp/victim") == precious && ! -L $tmp/state/upgrade-held ]] &&
+   [[ -z $(find "$tmp/state" -name '.upgrade-held.*') ]]; then
+  pass "symlink at upgrade-held: replaced, not written through; no temporary left"
+else
+  fail "symlink at upgrade-held: rc=$rc victim=[$(cat "$tmp/victim")] state=[$(ls -la "$tmp/state")]"
+fi
+
 # The operator fixes the file and reruns (dpkg --configure -a calls postinst again).
 base_conf "$tmp/broken.conf"
 run_check "$tmp/broken.conf"

@@ -6,14 +6,34 @@
 namespace tern::control::resolver {
 
 Infra::Server& Infra::get(const ServerAddr& a, uint64_t now) {
-  Server& s = servers_[a.key()];
+  std::string k = a.key();
+  bool created = false;
+  servers_.get(k, now, &created);
+  if (created) shrink();
+  Server& s = servers_.get(k, now);  // shrink() never drops the newest entry
   s.last_used = now;
   return s;
 }
 
-const Infra::Server* Infra::find(const ServerAddr& a) const {
-  auto it = servers_.find(a.key());
-  return it == servers_.end() ? nullptr : &it->second;
+const Infra::Server* Infra::find(const ServerAddr& a) const { return servers_.find(a.key()); }
+
+void Infra::set_max_bytes(size_t b) {
+  max_bytes_ = b;
+  shrink();
+}
+
+void Infra::shrink() {
+  // Whichever table holds the entry used longest ago gives it up; the newest entry of
+  // each table stays, so the one being created is never the victim.
+  while (bytes() > max_bytes_) {
+    bool servers_can = servers_.size() > 1, lame_can = lame_.size() > 1;
+    if (!servers_can && !lame_can) break;
+    if (servers_can && (!lame_can || servers_.oldest_use() <= lame_.oldest_use()))
+      servers_.erase(std::string(servers_.oldest_key()));  // a copy: erase frees the original
+    else
+      lame_.erase(std::string(lame_.oldest_key()));
+    ++evictions_;
+  }
 }
 
 void Infra::rtt(const ServerAddr& a, uint32_t ms, uint64_t now) {
@@ -49,15 +69,18 @@ uint32_t Infra::rto(const ServerAddr& a) const {
 
 void Infra::mark_lame(const ServerAddr& a, const std::string& zone_key, uint64_t now) {
   get(a, now);
-  lame_[a.key() + zone_key] = now + kLameMs;
+  bool created = false;
+  std::string k = a.key() + zone_key;
+  lame_.get(k, now, &created) = now + kLameMs;
+  if (created) shrink();
 }
 
 bool Infra::lame(const ServerAddr& a, const std::string& zone_key, uint64_t now) const {
   if (lame_.empty()) return false;
   std::string k = a.key();
   k += zone_key;
-  auto it = lame_.find(k);
-  return it != lame_.end() && it->second > now;
+  const uint64_t* until = lame_.find(k);
+  return until && *until > now;
 }
 
 int Infra::choose(std::span<const ServerAddr> c, std::mt19937& rng) const {
@@ -117,8 +140,8 @@ std::vector<const Infra::Tally*> Infra::top(size_t n) const {
 }
 
 void Infra::expire(uint64_t now) {
-  std::erase_if(lame_, [now](const auto& kv) { return kv.second <= now; });
-  std::erase_if(servers_, [now](const auto& kv) { return kv.second.last_used + 3600000 < now; });
+  lame_.erase_if([now](uint64_t until) { return until <= now; });
+  servers_.erase_if([now](const Server& s) { return s.last_used + 3600000 < now; });
 }
 
 }  // namespace tern::control::resolver

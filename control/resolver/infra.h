@@ -1,6 +1,9 @@
 // Per-upstream-server state, like Unbound's infra cache: smoothed RTT and RTO (RFC 6298
 // arithmetic), timeout backoff, EDNS capability, and lameness per (server, zone).
-// Single-threaded (EventLoop thread). Bounded: entries idle for an hour are dropped.
+// Single-threaded (EventLoop thread). Bounded twice: entries idle for an hour are dropped,
+// and server and lameness entries together never take more than max_bytes() (estimated per
+// entry: key, value and node overhead); past it the least recently used entry goes, so a
+// flood of glue naming ever new servers churns the cold end while the servers in use stay.
 //
 // Next to it, a per-server tally for operators (queries, timeouts, errors by kind): a
 // separate table because its counters are cumulative and must outlive the hour-idle
@@ -12,6 +15,7 @@
 
 #include <array>
 #include <cstdint>
+#include <list>
 #include <random>
 #include <span>
 #include <string>
@@ -49,6 +53,67 @@ inline constexpr std::array<const char*, kUpstreamErrorKinds> kUpstreamErrorName
 #undef X
 };
 
+// A map with least-recently-used order and a byte estimate: get() creates or touches an
+// entry (moves it to the front), find() only reads, pop_oldest() drops the back.
+template <typename V>
+class LruMap {
+ public:
+  // Estimated bytes per entry beyond key and value: hash node, list node, bucket.
+  static constexpr size_t kOverhead = 96;
+  struct Entry {
+    V value{};
+    uint64_t used = 0;
+    typename std::list<std::string>::iterator pos;
+  };
+  V& get(const std::string& k, uint64_t now, bool* created = nullptr) {
+    auto [it, fresh] = map_.try_emplace(k);
+    if (fresh) {
+      order_.push_front(k);
+      it->second.pos = order_.begin();
+      bytes_ += cost(k);
+    } else if (it->second.pos != order_.begin()) {
+      order_.splice(order_.begin(), order_, it->second.pos);
+    }
+    it->second.used = now;
+    if (created) *created = fresh;
+    return it->second.value;
+  }
+  const V* find(const std::string& k) const {
+    auto it = map_.find(k);
+    return it == map_.end() ? nullptr : &it->second.value;
+  }
+  bool empty() const { return map_.empty(); }
+  size_t size() const { return map_.size(); }
+  size_t bytes() const { return bytes_; }
+  uint64_t oldest_use() const { return map_.find(order_.back())->second.used; }
+  const std::string& oldest_key() const { return order_.back(); }
+  void erase(const std::string& k) {
+    auto it = map_.find(k);
+    if (it == map_.end()) return;
+    bytes_ -= cost(k);
+    order_.erase(it->second.pos);
+    map_.erase(it);
+  }
+  template <typename Pred>  // Pred(const V&)
+  void erase_if(Pred p) {
+    for (auto it = map_.begin(); it != map_.end();) {
+      if (p(it->second.value)) {
+        bytes_ -= cost(it->first);
+        order_.erase(it->second.pos);
+        it = map_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  static size_t cost(const std::string& k) { return k.size() + sizeof(Entry) + kOverhead; }
+
+ private:
+  std::unordered_map<std::string, Entry> map_;
+  std::list<std::string> order_;  // most recently used first
+  size_t bytes_ = 0;
+};
+
 class Infra {
  public:
   static constexpr uint32_t kUnknownRtoMs = 376;  // Unbound's UNKNOWN_SERVER_NICENESS
@@ -78,6 +143,13 @@ class Infra {
   const Server* find(const ServerAddr& a) const;
   void expire(uint64_t now);
   size_t size() const { return servers_.size(); }
+  size_t lame_entries() const { return lame_.size(); }
+  // Memory bound for server and lameness entries (see the top of the file).
+  static constexpr size_t kDefaultMaxBytes = 16u << 20;
+  void set_max_bytes(size_t b);
+  size_t max_bytes() const { return max_bytes_; }
+  size_t bytes() const { return servers_.bytes() + lame_.bytes(); }
+  uint64_t evictions() const { return evictions_; }
 
   // Operator tallies (see the top of the file). Cumulative, never reset.
   static constexpr size_t kTallyMax = 1024;
@@ -100,8 +172,11 @@ class Infra {
   Tally& tally(const ServerAddr& a);
   std::unordered_map<std::string, Tally> tally_;  // server key -> tally, <= kTallyMax
   uint64_t tally_evictions_ = 0;
-  std::unordered_map<std::string, Server> servers_;
-  std::unordered_map<std::string, uint64_t> lame_;  // server key + zone key -> until
+  void shrink();  // evicts least recently used entries down to max_bytes_
+  LruMap<Server> servers_;
+  LruMap<uint64_t> lame_;  // server key + zone key -> until
+  size_t max_bytes_ = kDefaultMaxBytes;
+  uint64_t evictions_ = 0;
 };
 
 }  // namespace tern::control::resolver

@@ -93,5 +93,38 @@ TEST(Infra, TallyIsBoundedAndKeepsTheBusiestServers) {
   EXPECT_EQ(top[0], t);
 }
 
+// Issue 15 item 7: glue naming ever new servers (a flood through many zones) must not grow
+// the server state without bound. The busy server, used all along, survives.
+TEST(Infra, ServerStateIsBoundedByBytesAndKeepsWhatIsInUse) {
+  Infra inf;
+  const size_t max = 256u << 10;
+  inf.set_max_bytes(max);
+  ServerAddr busy = addr("198.18.1.1");
+  inf.rtt(busy, 10, 0);
+  size_t peak = 0;
+  for (unsigned i = 0; i < 100000; ++i) {
+    std::string ip = std::string(i < 64000 ? "198.19." : "198.18.") + std::to_string(i / 250 % 256) +
+                     "." + std::to_string(i % 250 + 2);
+    ServerAddr a = addr(ip.c_str());
+    inf.timeout(a, i);
+    if (i % 7 == 0) inf.mark_lame(a, "z" + std::to_string(i), i);
+    if (i % 100 == 0) inf.rtt(busy, 10, i);  // in use all along
+    peak = std::max(peak, inf.bytes());
+  }
+  std::printf("100000 servers seen: %zu kept, %zu lame records, %zu bytes (max %zu), %llu evicted\n",
+              inf.size(), inf.lame_entries(), inf.bytes(), max,
+              static_cast<unsigned long long>(inf.evictions()));
+  EXPECT_LE(peak, max);
+  EXPECT_LT(inf.size(), 100000u / 10);
+  EXPECT_GT(inf.evictions(), 90000u);
+  ASSERT_NE(inf.find(busy), nullptr);
+  EXPECT_EQ(inf.find(busy)->srtt, 10);
+
+  // Lowering the bound at reload applies at once.
+  inf.set_max_bytes(64u << 10);
+  EXPECT_LE(inf.bytes(), 64u << 10);
+  EXPECT_NE(inf.find(busy), nullptr);
+}
+
 }  // namespace
 }  // namespace tern::control::resolver

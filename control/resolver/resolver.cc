@@ -1,5 +1,6 @@
 #include "control/resolver/resolver.h"
 
+#include <arpa/inet.h>
 #include <sys/random.h>
 
 #include <algorithm>
@@ -82,6 +83,24 @@ std::optional<std::string> prepare(const Config& c, ResolverConfig& r, Hints& hi
   };
   if (auto e = routes(c.forward_zones, r.forward, "forward-zone")) return e;
   if (auto e = routes(c.stub_zones, r.stub, "stub-zone")) return e;
+  r.forward_out_of_zone = c.forward_out_of_zone;
+  r.infra_max_bytes = c.infra_max_bytes;
+  r.do_not_query = c.do_not_query;
+  if (c.do_not_query_own) {
+    // Glue naming the node itself would make it query its own listeners (or the
+    // dataplane's probe source): a loop, or a way to reach what only the node may.
+    for (const auto& ep : c.listen) {
+      std::string err;
+      char buf[INET6_ADDRSTRLEN] = {};
+      const void* a = ep.addr.ss_family == AF_INET
+                          ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&ep.addr)->sin_addr)
+                          : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&ep.addr)->sin6_addr);
+      if (!inet_ntop(ep.addr.ss_family, a, buf, sizeof buf)) continue;
+      if (auto p = parse_prefix(buf, err)) r.do_not_query.push_back(std::move(*p));
+    }
+    r.do_not_query.insert(r.do_not_query.end(), c.health_probe_source.begin(),
+                          c.health_probe_source.end());
+  }
   return std::nullopt;
 }
 
@@ -116,6 +135,8 @@ class Resolution {
   bool find_delegation();
   void set_servers_from_ns(const ldns_rr_list* ns);
   void add_addresses(const dns::Name& ns_name);
+  // True (and counted) when a learned server address is on the do-not-query list.
+  bool refused(const ServerAddr& a);
   void next_query();
   void send(size_t idx, bool tcp, bool edns);
   void on_reply(UpstreamResult res);
@@ -261,13 +282,22 @@ void Resolution::set_servers_from_ns(const ldns_rr_list* ns) {
   }
 }
 
+bool Resolution::refused(const ServerAddr& a) {
+  for (const auto& p : r_.cfg_.do_not_query)
+    if (p.contains(reinterpret_cast<const sockaddr*>(&a.ss))) {
+      ++r_.stats_.do_not_query;
+      return true;
+    }
+  return false;
+}
+
 void Resolution::add_addresses(const dns::Name& n) {
   for (uint16_t t : {uint16_t(LDNS_RR_TYPE_A), uint16_t(LDNS_RR_TYPE_AAAA)}) {
     CacheEntry* e = r_.cache_.get(n, t, EntryKind::rrset, r_.now());
     if (!e) continue;
     for (size_t i = 0; i < ldns_rr_list_rr_count(e->rrs.get()); ++i) {
       ServerAddr a = ServerAddr::from_rr(ldns_rr_list_rr(e->rrs.get(), i));
-      if (a.len == 0) continue;
+      if (a.len == 0 || refused(a)) continue;
       bool dup = false;
       for (auto& s : servers_) dup |= s.addr.same(reinterpret_cast<const sockaddr*>(&a.ss), a.len);
       if (!dup) servers_.push_back({a});
@@ -467,7 +497,7 @@ void Resolution::handle(const ldns_pkt* pkt, Srv& srv) {
     return send(cur_srv_, cur_tcp_, false);
   }
   bool fwd = mode_ == Mode::forward;
-  Classified c = classify(pkt, sent_name_, sent_type_, zone_, fwd);
+  Classified c = classify(pkt, sent_name_, sent_type_, zone_, fwd, cfg.forward_out_of_zone);
 
   if (partial()) {
     // A minimised probe (RFC 9156 §2.3). Only a referral moves the cut; any other
@@ -578,7 +608,7 @@ void Resolution::adopt_referral(const Classified& c) {
   for (auto& g : c.glue)
     for (size_t i = 0; i < ldns_rr_list_rr_count(g.get()); ++i) {
       ServerAddr a = ServerAddr::from_rr(ldns_rr_list_rr(g.get(), i));
-      if (a.len) servers_.push_back({a});
+      if (a.len && !refused(a)) servers_.push_back({a});
     }
   for (size_t i = 0; i < ldns_rr_list_rr_count(c.ns.get()); ++i) {
     dns::Name n = dns::Name::from_rdf(ldns_rr_rdf(ldns_rr_list_rr(c.ns.get(), i), 0));
@@ -653,6 +683,7 @@ void Resolver::configure(ResolverConfig cfg, Hints hints) {
   cfg_ = std::move(cfg);
   hints_ = std::move(hints);
   cache_.set_limits(cfg_.cache);
+  infra_.set_max_bytes(cfg_.infra_max_bytes);
   if (!housekeeping_) tick();
 }
 

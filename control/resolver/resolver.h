@@ -39,7 +39,13 @@ struct ResolverConfig {
   uint32_t stale_answer_ttl = 30;
   unsigned max_outstanding_total = 10000;
   std::vector<Route> forward, stub;
+  bool forward_out_of_zone = false;  // trust forwarders for names outside their zone
   CacheLimits cache;
+  size_t infra_max_bytes = Infra::kDefaultMaxBytes;
+  // Upstream addresses never queried when learned from the network (glue, NS addresses):
+  // [recursion] do-not-query plus the node's own addresses. Servers the operator named
+  // (root hints, forward and stub zones) are exempt.
+  std::vector<Prefix> do_not_query;
 };
 
 struct Question {
@@ -58,7 +64,7 @@ struct Answer {
   X(cache_hits) X(cache_misses) X(resolutions) X(resolutions_joined) X(answers_stale)      \
   X(prefetches) X(resolution_servfail) X(budget_exhausted) X(chain_too_long)              \
   X(lame_servers) X(edns_fallbacks) X(tcp_fallbacks) X(qmin_fallbacks) X(referrals)        \
-  X(glueless_lookups) X(dropped_total_limit)
+  X(glueless_lookups) X(dropped_total_limit) X(do_not_query)
 
 struct ResolverStats {
 #define X(n) uint64_t n = 0;

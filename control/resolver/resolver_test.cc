@@ -2,6 +2,7 @@
 // Scenario style after Unbound's testdata: a hierarchy, then one behaviour per test.
 #include "control/resolver/resolver.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -386,6 +387,64 @@ TEST_F(ResolverTest, ForwardZoneSendsRecursionDesired) {
   EXPECT_EQ(root_->queries, 0);  // never iterated
   EXPECT_EQ(other_->rd_queries, other_->queries.load());
   EXPECT_GE(other_->rd_queries, 1);
+}
+
+// Issue 15 item 8: glue must not send tern-control to addresses on the do-not-query list.
+// The example.test servers stand in for such addresses (every test server is on loopback,
+// so the real default list would refuse them all; the default itself is checked in
+// config_test). Glue (ns1/ns2 in the test. referral) and cached NS addresses are refused.
+TEST_F(ResolverTest, DoNotQueryListKeepsGlueFromPointingAnywhere) {
+  std::string err;
+  Prefix ns1 = *parse_prefix(at("127.53.0.3"), err), ns2 = *parse_prefix(at("127.53.0.4"), err);
+  cfg_.do_not_query = {ns1, ns2};
+  res_->configure(cfg_, *parse_hints(at(". 1 NS a.root.test.\na.root.test. 1 A 127.53.0.1\n"), "h", err));
+  Answer a = resolve("www.example.test.", LDNS_RR_TYPE_A);
+  EXPECT_EQ(a.rcode, unsigned(LDNS_RCODE_SERVFAIL));
+  EXPECT_EQ(ex1_->queries + ex2_->queries, 0) << "a listed address was queried";
+  EXPECT_GE(res_->stats().do_not_query, 2u);
+  EXPECT_GE(test_->queries, 1);  // test. itself (not listed) was asked: glue came from it
+
+  // A server the operator named is exempt: a stub zone at a listed address is asked.
+  Route r;
+  r.zone = name("example.test.");
+  dns::Rr rr4(rr(at("x. 1 IN A 127.53.0.4")));
+  r.servers.push_back(ServerAddr::from_rr(rr4.get()));
+  cfg_.stub.push_back(r);
+  res_->configure(cfg_, *parse_hints(at(". 1 NS a.root.test.\na.root.test. 1 A 127.53.0.1\n"), "h", err));
+  a = resolve("short.example.test.", LDNS_RR_TYPE_A);  // www's SERVFAIL is cached
+  EXPECT_NE(answers(a).find("198.18.9.2"), std::string::npos) << answers(a);
+
+  // IPv4-mapped IPv6 glue reaches the same addresses: refused as IPv4.
+  Prefix mapped_only = *parse_prefix(at("127.53.0.5"), err);
+  EXPECT_TRUE([&] {
+    ServerAddr m;
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&m.ss);
+    s6->sin6_family = AF_INET6;
+    inet_pton(AF_INET6, ("::ffff:" + at("127.53.0.5")).c_str(), &s6->sin6_addr);
+    return mapped_only.contains(reinterpret_cast<const sockaddr*>(&m.ss));
+  }());
+}
+
+TEST(ResolverPrepare, DoNotQueryAddsTheNodesOwnAddresses) {
+  std::string hints = "/tmp/tern-prepare-test-" + std::to_string(getpid()) + ".hints";
+  std::ofstream(hints) << ". 3600000 NS a.root.test.\na.root.test. 3600000 A 198.18.0.1\n";
+  Config c;
+  c.root_hints = hints;
+  std::string err;
+  c.listen = {*parse_endpoint("198.18.0.53:53", 53, err), *parse_endpoint("[2001:2::53]:53", 53, err)};
+  c.health_probe_source = {*parse_prefix("198.18.255.254/32", err)};
+  c.do_not_query = {*parse_prefix("169.254.0.0/16", err)};
+  ResolverConfig rc;
+  Hints h;
+  ASSERT_EQ(prepare(c, rc, h), std::nullopt);
+  std::vector<std::string> got;
+  for (const auto& p : rc.do_not_query) got.push_back(p.text);
+  EXPECT_EQ(got, (std::vector<std::string>{"169.254.0.0/16", "198.18.0.53/32", "2001:2::53/128",
+                                           "198.18.255.254/32"}));
+  c.do_not_query_own = false;
+  ASSERT_EQ(prepare(c, rc, h), std::nullopt);
+  EXPECT_EQ(rc.do_not_query.size(), 1u);
+  unlink(hints.c_str());
 }
 
 }  // namespace

@@ -91,7 +91,8 @@ dns::Rr synthesize_cname(const ldns_rr* dname, const dns::Name& name, const dns:
 }
 
 Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtype,
-                    const dns::Name& zone, bool forwarder) {
+                    const dns::Name& zone, bool forwarder, bool any_owner) {
+  const bool all = forwarder && any_owner;  // every owner name in scope
   Classified c;
   c.rcode = ldns_pkt_get_rcode(reply);
   c.aa = ldns_pkt_aa(reply);
@@ -100,13 +101,13 @@ Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtyp
     c.kind = Classified::error;
     return c;
   }
-  auto answer = in_zone(ldns_pkt_answer(reply), zone, forwarder);
+  auto answer = in_zone(ldns_pkt_answer(reply), zone, all);
 
   // Follow the chain from qname through the answer section (RFC 1034 §4.3.2 step 3).
   dns::Name cur = qname;
   bool final = false;
   for (unsigned steps = 0; steps < 32; ++steps) {
-    if (!cur.under(zone) && !forwarder) break;  // the rest is another zone's business
+    if (!cur.under(zone) && !all) break;  // the rest is another zone's business
     if (qtype == LDNS_RR_TYPE_ANY) {
       // RFC 8482 allows any subset; whatever the server gave for cur is the answer.
       for (auto& s : answer)
@@ -167,11 +168,18 @@ Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtyp
     return c;
   }
 
+  // A forwarder's chain left its zone: what it says about the rest (data, NXDOMAIN,
+  // NODATA) is not its to say. Chase the target on its own.
+  if (forwarder && !all && !cur.under(zone)) {
+    c.kind = Classified::cname;
+    return c;
+  }
+
   // No data for cur in this reply. Negative answer, referral or lame?
-  auto authority = in_zone(ldns_pkt_authority(reply), zone, forwarder);
+  auto authority = in_zone(ldns_pkt_authority(reply), zone, all);
   for (auto& s : authority) {
     const ldns_rr* rr = ldns_rr_list_rr(s.get(), 0);
-    if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_SOA && (forwarder || cur.under(dns::owner(rr)))) {
+    if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_SOA && (all || cur.under(dns::owner(rr)))) {
       c.soa = std::move(s);
       break;
     }

@@ -29,8 +29,11 @@ Reject check_reply(std::span<const uint8_t> wire, const sockaddr* from, socklen_
 const char* reject_text(Reject r);
 
 // Classification of a parsed reply to a query for (qname, qtype) sent to a server of
-// `zone`. Only records in bailiwick (owner at or below `zone`) are used; with
-// `forwarder` the upstream is a recursive resolver and every record it sends is in scope.
+// `zone`. Only records in bailiwick (owner at or below `zone`) are used. With `forwarder`
+// the upstream is a recursive resolver for the forward zone `zone` (its answers need no
+// AA); its records are still held to that zone, so a forwarder for corp. cannot fill the
+// cache for bank.example. A chain that leaves the zone is chased on its own. Only with
+// `any_owner` ([recursion] forward-out-of-zone) is every record a forwarder sends used.
 struct Classified {
   enum Kind {
     answer,    // `rrsets` ends with the RRset for the final name (after any chain)
@@ -53,7 +56,7 @@ struct Classified {
 };
 
 Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtype,
-                    const dns::Name& zone, bool forwarder);
+                    const dns::Name& zone, bool forwarder, bool any_owner = false);
 
 // RFC 6672 §2.2: substitute the DNAME owner suffix of `name` with its target.
 // False when the result would exceed 255 octets (the answer is then YXDOMAIN).

@@ -134,6 +134,36 @@ TEST(Classify, OutOfBailiwickAnswerRecordsAreIgnored) {
   EXPECT_EQ(ldns_rr_get_type(ldns_rr_list_rr(c.rrsets[0].get(), 0)), LDNS_RR_TYPE_CNAME);
 }
 
+// Issue 15 item 11: a forwarder for corp. is trusted for corp. only. Its CNAME out of the
+// zone is chased separately; records for other owners are dropped. forward-out-of-zone
+// restores trust in everything it sends.
+TEST(Classify, ForwarderIsTrustedForItsZoneOnly) {
+  auto p = reply("www.corp.", LDNS_RR_TYPE_A, false, LDNS_RCODE_NOERROR,
+                 {{"www.corp. 60 IN CNAME cdn.bank.zz.", "cdn.bank.zz. 60 IN A 198.18.6.6",
+                   "login.bank.zz. 60 IN A 198.18.6.7"},
+                  {"bank.zz. 60 IN NS ns.evil.zz."},
+                  {}});
+  auto c = classify(p.get(), name("www.corp."), LDNS_RR_TYPE_A, name("corp."), true);
+  ASSERT_EQ(c.kind, Classified::cname);
+  EXPECT_TRUE(c.next.equals(name("cdn.bank.zz.")));
+  ASSERT_EQ(c.rrsets.size(), 1u);  // only the CNAME, owned by corp.
+  EXPECT_EQ(ldns_rr_get_type(ldns_rr_list_rr(c.rrsets[0].get(), 0)), LDNS_RR_TYPE_CNAME);
+
+  c = classify(p.get(), name("www.corp."), LDNS_RR_TYPE_A, name("corp."), true, true);
+  ASSERT_EQ(c.kind, Classified::answer);
+  EXPECT_EQ(c.rrsets.size(), 2u);  // CNAME and the target's A
+
+  // A negative answer for an out-of-zone owner carries no SOA from another zone.
+  auto nx = reply("www.corp.", LDNS_RR_TYPE_A, false, LDNS_RCODE_NXDOMAIN,
+                  {{"www.corp. 60 IN CNAME gone.bank.zz."},
+                   {"bank.zz. 60 IN SOA ns.bank.zz. h.bank.zz. 1 1 1 1 1"},
+                   {}});
+  c = classify(nx.get(), name("www.corp."), LDNS_RR_TYPE_A, name("corp."), true);
+  EXPECT_EQ(c.soa, nullptr);
+  EXPECT_TRUE(c.next.equals(name("gone.bank.zz.")));
+  EXPECT_NE(c.kind, Classified::nxdomain);
+}
+
 TEST(Classify, CnameChainInsideZoneIsComplete) {
   auto p = reply("a.example.lab.", LDNS_RR_TYPE_A, true, LDNS_RCODE_NOERROR,
                  {{"a.example.lab. 60 IN CNAME b.example.lab.",

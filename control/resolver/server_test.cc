@@ -90,6 +90,48 @@ class ServerTest : public ::testing::Test {
     close(fd);
     return n >= 4 ? buf[3] & 0x0f : -1;
   }
+  // Runs the loop for about `ms` milliseconds.
+  void spin(int ms) {
+    auto t = loop_.after(std::chrono::milliseconds(ms), [&] { loop_.stop(); });
+    loop_.run();
+    loop_.cancel(t);
+  }
+  // A non-blocking TCP client from `src` to the listener, connected and accepted.
+  int tcp_client(const char* src, uint16_t port = 5353) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    sockaddr_in me{}, to{};
+    me.sin_family = to.sin_family = AF_INET;
+    inet_pton(AF_INET, at(src).c_str(), &me.sin_addr);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&me), sizeof me), 0);
+    to.sin_port = htons(port);
+    inet_pton(AF_INET, at("127.53.2.10").c_str(), &to.sin_addr);
+    connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);  // EINPROGRESS on loopback
+    spin(20);
+    return fd;
+  }
+  // One query as a TCP message (RFC 1035 §4.2.2 length prefix).
+  static std::vector<uint8_t> framed_query(const char* qname, uint16_t id) {
+    ldns_pkt* p = nullptr;
+    ldns_pkt_query_new_frm_str(&p, qname, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD);
+    ldns_pkt_set_id(p, id);
+    uint8_t* w = nullptr;
+    size_t len = 0;
+    ldns_pkt2wire(&w, p, &len);
+    std::vector<uint8_t> out{uint8_t(len >> 8), uint8_t(len)};
+    out.insert(out.end(), w, w + len);
+    free(w);
+    ldns_pkt_free(p);
+    return out;
+  }
+  // True when the server closed `fd` (EOF or reset); false while it is open.
+  static bool closed_by_server(int fd) {
+    uint8_t b[512];
+    for (;;) {
+      ssize_t n = recv(fd, b, sizeof b, 0);
+      if (n > 0) continue;  // an answer: read past it
+      return n == 0 || errno != EAGAIN;
+    }
+  }
   uint64_t counter(const char* name) {
     std::vector<std::pair<std::string, uint64_t>> c;
     server_.counters(c);
@@ -176,6 +218,125 @@ TEST_F(ServerTest, SuccessfulReloadKeepsTheCache) {
   std::ostringstream dump;
   server_.cache_dump(dump);
   EXPECT_NE(dump.str().find("www.test."), std::string::npos);
+}
+
+// Issue 15 item 1: a client at max-outstanding-per-client that keeps streaming queries must
+// not make tern-control buffer them. The queries go to a server that never answers, so the
+// client stays at its limit; then it pushes up to 64 MB. What tern-control holds for the
+// connection stays at most one message, and the client finds the window closed instead.
+TEST_F(ServerTest, TcpClientAtItsLimitCannotGrowTheReceiveBuffer) {
+  AuthServer slow(at("127.53.2.3"), at("slow.test. 3600 IN SOA a.slow.test. h.slow.test. 1 1 1 1 1\n"));
+  ASSERT_TRUE(slow.ok()) << slow.error();
+  slow.dead = true;
+  std::string err;
+  cfg_.stub_zones = {ZoneRoute{"slow.test.", {*parse_endpoint(at("127.53.2.3"), 53, err)}}};
+  cfg_.max_outstanding_per_client = 4;
+  cfg_.upstream_timeout_ms = 60000;
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+
+  int fd = tcp_client("127.53.2.2");
+  std::vector<uint8_t> stream;
+  for (uint16_t i = 0; stream.size() < (1u << 20); ++i) {
+    auto m = framed_query(("q" + std::to_string(i % 64) + ".slow.test.").c_str(), i);
+    stream.insert(stream.end(), m.begin(), m.end());
+  }
+  const size_t offered = 64u << 20;
+  size_t sent = 0, max_buffered = 0;
+  int stalled = 0;  // consecutive rounds in which the client could send nothing
+  for (int round = 0; round < 200 && sent < offered && stalled < 20; ++round) {
+    size_t before = sent;
+    for (;;) {
+      size_t off = sent % stream.size();
+      ssize_t n = send(fd, stream.data() + off, stream.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += size_t(n);
+      if (sent >= offered) break;
+    }
+    stalled = sent == before ? stalled + 1 : 0;
+    spin(5);
+    max_buffered = std::max<size_t>(max_buffered, counter("tcp_buffered_bytes_current"));
+  }
+  std::printf("client pushed %zu bytes of %zu offered; tern-control buffered at most %zu\n",
+              sent, offered, max_buffered);
+  EXPECT_EQ(counter("tcp_connections_current"), 1u);
+  EXPECT_LE(max_buffered, 2u + 65535u) << "more than one message buffered";
+  EXPECT_GE(counter("tcp_read_paused"), 1u);
+  // The kernel's socket buffers take a few MB on loopback; the rest must stay with the client.
+  EXPECT_LT(sent, offered / 4) << "tern-control kept reading from a client at its limit";
+  close(fd);
+}
+
+// Issue 15 item 2: TCP slots. Addresses outside allow are closed at accept, and one
+// address cannot hold more than tcp-max-per-address; another client still gets in.
+TEST_F(ServerTest, TcpSlotsAreNotTakenByOutsidersOrOneAddress) {
+  cfg_.tcp_max_connections = 8;
+  cfg_.tcp_max_per_address = 2;
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  std::vector<int> outsiders, insiders;
+  for (int i = 0; i < 20; ++i) outsiders.push_back(tcp_client("127.53.2.200"));
+  for (int i = 0; i < 8; ++i) insiders.push_back(tcp_client("127.53.2.2"));
+  spin(20);
+  int outsiders_open = 0, insiders_open = 0;
+  for (int fd : outsiders) outsiders_open += !closed_by_server(fd);
+  for (int fd : insiders) insiders_open += !closed_by_server(fd);
+  EXPECT_EQ(outsiders_open, 0) << "addresses outside allow hold TCP slots";
+  EXPECT_EQ(insiders_open, 2) << "one address holds more than tcp-max-per-address";
+  EXPECT_EQ(counter("tcp_rejected_acl"), 20u);
+  EXPECT_EQ(counter("tcp_rejected_per_address"), 6u);
+
+  // Someone else is still served over TCP.
+  int fd = tcp_client("127.53.2.4");
+  auto q = framed_query("www.test.", 77);
+  ASSERT_EQ(send(fd, q.data(), q.size(), MSG_NOSIGNAL), ssize_t(q.size()));
+  uint8_t buf[4096];
+  ssize_t n = -1;
+  for (int i = 0; i < 100 && n <= 0; ++i) {
+    spin(10);
+    n = recv(fd, buf, sizeof buf, 0);
+  }
+  ASSERT_GE(n, 6) << "no TCP answer for an allowed client";
+  EXPECT_EQ(buf[2], 0);  // ID 77 echoed
+  EXPECT_EQ(buf[3], 77);
+  EXPECT_EQ(buf[5] & 0x0f, 0);  // NOERROR
+  close(fd);
+  for (int f : outsiders) close(f);
+  for (int f : insiders) close(f);
+  spin(20);
+  EXPECT_EQ(counter("tcp_connections_current"), 0u);
+}
+
+// Issue 15 item 2: a byte now and then must not keep a slot forever. A message dripped one
+// byte every 20 ms is cut off at tcp-message-timeout; the same message sent at once is
+// answered.
+TEST_F(ServerTest, TcpMessageMustArriveWithinItsDeadline) {
+  cfg_.tcp_message_timeout_ms = 200;
+  cfg_.tcp_idle_timeout_ms = 10000;
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  auto q = framed_query("www.test.", 9);
+  int slow = tcp_client("127.53.2.2");
+  bool cut = false;
+  size_t i = 0;
+  for (; i < q.size() && !cut; ++i) {
+    if (send(slow, &q[i], 1, MSG_NOSIGNAL) != 1) cut = true;
+    spin(20);
+    cut = cut || closed_by_server(slow);
+  }
+  EXPECT_TRUE(cut) << "a " << q.size() << "-byte message dripped over "
+                   << 20 * q.size() << " ms was still being read";
+  EXPECT_LT(i, q.size());
+  EXPECT_EQ(counter("tcp_closed_message_timeout"), 1u);
+  close(slow);
+
+  int fast = tcp_client("127.53.2.2");
+  ASSERT_EQ(send(fast, q.data(), q.size(), MSG_NOSIGNAL), ssize_t(q.size()));
+  uint8_t buf[4096];
+  ssize_t n = -1;
+  for (int k = 0; k < 100 && n <= 0; ++k) {
+    spin(10);
+    n = recv(fast, buf, sizeof buf, 0);
+  }
+  EXPECT_GE(n, 6) << "a message sent at once was not answered";
+  close(fast);
 }
 
 }  // namespace
