@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <new>
 
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -75,6 +76,34 @@ bool find_dns_answer(std::span<const uint8_t> frame, const ServiceAddrSet& svc, 
   off = l4 + 8;
   dlen = ulen - 8;
   return true;
+}
+
+std::optional<SvcCounter> offer_to_cache(std::span<const uint8_t> frame, const ServiceAddrSet& svc,
+                                         cache::Cache& cache, uint32_t now_s) noexcept {
+  size_t off = 0, dlen = 0;
+  bool frag = false;
+  if (!find_dns_answer(frame, svc, off, dlen, frag)) {
+    if (frag) return SvcCounter::fill_skipped_frag;
+    return std::nullopt;
+  }
+  const std::span<const uint8_t> msg = frame.subspan(off, dlen);
+  const wire::Header h = wire::read_header(msg.data());
+  if (!(h.flags & wire::kFlagQR)) return std::nullopt;  // a query from the resolver to port 53 elsewhere
+  if (h.flags & wire::kFlagTC) return SvcCounter::fill_skipped_tc;
+  // The cache applies every cacheability rule (ECS included) in its one pass over the bytes. It
+  // allocates the entry (and sometimes a new index): under memory pressure that throws, and the
+  // service thread must carry on (the cache leaves the shard as it was when the allocation fails).
+  try {
+    const cache::InsertResult r = cache.insert_response(msg, now_s);
+    return r.outcome == cache::InsertResult::kInserted   ? SvcCounter::fill_inserted
+           : r.outcome == cache::InsertResult::kReplaced ? SvcCounter::fill_replaced
+           : r.reason == cache::Reject::client_subnet    ? SvcCounter::fill_skipped_ecs
+                                                         : SvcCounter::fill_rejected;
+  } catch (const std::bad_alloc&) {
+    return SvcCounter::fill_failed_nomem;
+  } catch (...) {
+    return SvcCounter::fill_failed;
+  }
 }
 
 namespace {
@@ -203,26 +232,9 @@ struct Service {
 
   void maybe_fill(rte_mbuf* m) {
     if (!svc || m->nb_segs != 1) return;
-    const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
-    size_t off = 0, dlen = 0;
-    bool frag = false;
-    if (!find_dns_answer({f, rte_pktmbuf_data_len(m)}, *svc, off, dlen, frag)) {
-      if (frag) k.add(SvcCounter::fill_skipped_frag);
-      return;
-    }
-    std::span<const uint8_t> msg(f + off, dlen);
-    const wire::Header h = wire::read_header(msg.data());
-    if (!(h.flags & wire::kFlagQR)) return;  // a query from the resolver to port 53 elsewhere: not an answer
-    if (h.flags & wire::kFlagTC) {
-      k.add(SvcCounter::fill_skipped_tc);
-      return;
-    }
-    // The cache applies every cacheability rule (ECS included) in its one pass over the bytes.
-    const cache::InsertResult r = c.cache->insert_response(msg, cache_clock_s());
-    k.add(r.outcome == cache::InsertResult::kInserted   ? SvcCounter::fill_inserted
-          : r.outcome == cache::InsertResult::kReplaced ? SvcCounter::fill_replaced
-          : r.reason == cache::Reject::client_subnet    ? SvcCounter::fill_skipped_ecs
-                                                        : SvcCounter::fill_rejected);
+    if (const auto v = offer_to_cache({rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m)}, *svc,
+                                      *c.cache, cache_clock_s()))
+      k.add(*v);
   }
 
   // A frame Linux addressed to the probe MAC never leaves the node: true when it was taken.

@@ -24,6 +24,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -50,6 +51,8 @@ namespace tern::dp {
   X(fill_skipped_tc,   "truncated answers not offered to the cache") \
   X(fill_skipped_ecs,  "answers carrying EDNS Client Subnet, not cached (RFC 7871 7.3)") \
   X(fill_skipped_frag, "fragmented answers (the cache needs the whole message)") \
+  X(fill_failed_nomem, "cache insert failed for lack of memory: answer sent, not cached") \
+  X(fill_failed,       "cache insert failed otherwise (exception from the cache): answer sent, not cached") \
   X(service_rx,        "frames received on the service thread's own NIC RX queue") \
   X(addr_updates,      "service address set republished after a netlink change") \
   X(idle_sleeps,       "service thread idle sleeps") \
@@ -133,6 +136,13 @@ struct ServiceConf {
 // fragment = true for an IPv4/IPv6 fragment (never cached: the message is not whole).
 bool find_dns_answer(std::span<const uint8_t> frame, const ServiceAddrSet& svc, size_t& off, size_t& len,
                      bool& fragment);
+
+// Offers one frame Linux sends toward the NIC to the cache (the single writer). Returns the
+// service counter naming the outcome, or nullopt when the frame is not a whole DNS answer from
+// port 53 of a service address (nothing to count). Never throws: an allocation failure in the
+// cache is counted (fill_failed_nomem) and the answer still goes to the client, uncached.
+std::optional<SvcCounter> offer_to_cache(std::span<const uint8_t> frame, const ServiceAddrSet& svc,
+                                         cache::Cache& cache, uint32_t now_s) noexcept;
 
 // Runs until *stop; returns 0.
 int service_loop(const ServiceConf&);
