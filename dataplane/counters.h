@@ -48,6 +48,7 @@ enum class CounterKind : uint8_t { kCount, kPunt, kDrop };
   X(drop_eth_short,      kDrop,  "frame shorter than its Ethernet / VLAN headers") \
   X(drop_vlan_depth,     kDrop,  "more than two VLAN tags") \
   X(drop_ipv4_header,    kDrop,  "IPv4 version, IHL or total length inconsistent with the frame") \
+  X(drop_spoofed_source, kDrop,  "IP source is the probe source or a service address: only the node sends from those") \
   X(drop_ipv4_checksum,  kDrop,  "IPv4 header checksum wrong") \
   X(drop_ipv4_source,    kDrop,  "IPv4 source is broadcast, multicast, loopback or zero (RFC 1812 5.3.7)") \
   X(drop_ipv6_header,    kDrop,  "IPv6 version or payload length inconsistent with the frame") \

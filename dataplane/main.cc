@@ -458,6 +458,8 @@ int run(int argc, char** argv) {
     wc.socket_id = socket;
     if (i < node.probe_in.size()) wc.probe_in = node.probe_in[i];
     wc.probe_out = node.probe_hits;
+    wc.probe_source4 = o.probe.v4;
+    wc.probe_source6 = o.probe.v6;
     Worker* w = worker_create(wc, &err);
     if (w) node.workers.push_back(w);
     return w;

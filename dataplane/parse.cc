@@ -125,7 +125,7 @@ Counter parse_dns(std::span<const uint8_t> msg, Query& q) {
 
 }  // namespace
 
-Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& q, RxVerified hw) {
+Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& q, RxVerified hw, Origin origin) {
   const uint8_t* f = frame.data();
   const size_t n = frame.size();
 
@@ -156,6 +156,9 @@ Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Quer
     const uint16_t total = ld16(ip + 2);
     if (total < ihl || total > n - off) return Counter::drop_ipv4_header;
     if (!hw.ip_cksum && !ipv4_header_sum_ok(ip, ihl)) return Counter::drop_ipv4_checksum;
+    // Before any punt: a spoofed probe source would reach the resolver as the node's own probe,
+    // a spoofed service address as the node talking to itself.
+    if (origin == Origin::kWire && svc.own_source_v4(ip + 12)) return Counter::drop_spoofed_source;
     // RFC 791 3.1: MF flag or a fragment offset means a fragment; reassembly is the kernel's job.
     if (ld16(ip + 6) & 0x3FFF) return Counter::punt_ipv4_fragment;
     if (ip[9] != kProtoUDP) return Counter::punt_not_udp;
@@ -174,6 +177,7 @@ Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Quer
     if (n - off < kIPv6Len || (ip[0] >> 4) != 6) return Counter::drop_ipv6_header;
     const uint16_t plen = ld16(ip + 4);
     if (plen == 0 || plen > n - off - kIPv6Len) return Counter::drop_ipv6_header;
+    if (origin == Origin::kWire && svc.own_source_v6(ip + 8)) return Counter::drop_spoofed_source;
     const uint8_t nh = ip[6];
     if (nh != kProtoUDP) return ipv6_ext_header(nh) ? Counter::punt_ipv6_ext : Counter::punt_not_udp;
     if (!svc.has_v6(ip + 24)) return Counter::punt_not_ours;

@@ -34,6 +34,17 @@ struct ServiceView {
       if (std::memcmp(v6[i], a, 16) == 0) return true;
     return false;
   }
+
+  // The readiness probe's source addresses (probe.h): only the node itself sends from them, so a
+  // NIC frame carrying one, or a service address, as its source is spoofed.
+  uint8_t probe4[4] = {}, probe6[16] = {};
+  bool has_probe = false;
+  bool own_source_v4(const uint8_t* a) const {
+    return (has_probe && std::memcmp(probe4, a, 4) == 0) || has_v4(a);
+  }
+  bool own_source_v6(const uint8_t* a) const {
+    return (has_probe && std::memcmp(probe6, a, 16) == 0) || has_v6(a);
+  }
 };
 
 // Validated view of a DNS query frame. Offsets are from the start of the frame.
@@ -60,8 +71,15 @@ struct RxVerified {
   bool l4_cksum = false;
 };
 
+// Who put the frame on the worker's path: the NIC (anyone), or the node itself (the readiness probe,
+// which is sent from the probe source on purpose).
+enum class Origin : uint8_t { kWire, kNode };
+
 // Returns Counter::query_ok with `out` filled, or the punt/drop reason (kind_of() tells which).
-Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& out, RxVerified hw = {});
+// kWire: any IP frame whose source is the probe source or a service address is dropped
+// (drop_spoofed_source), whatever it carries: only the node sends from those.
+Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& out, RxVerified hw = {},
+                    Origin origin = Origin::kWire);
 
 // Internet checksum (RFC 1071). The sum is taken over bytes as they lie in memory (byte-order
 // independent, RFC 1071 2(B)), so the folded value is stored back with memcpy, no swapping.

@@ -37,6 +37,9 @@ void apply_policy(Worker& w, std::shared_ptr<const Policy> p) {
 
 void apply_service(Worker& w, const ServiceAddrSet* s) {
   ServiceView v;
+  std::memcpy(v.probe4, w.conf.probe_source4.data(), 4);
+  std::memcpy(v.probe6, w.conf.probe_source6.data(), 16);
+  v.has_probe = true;
   if (s) {
     for (const auto& a : s->v4) {
       if (v.n4 == ServiceView::kMax) break;
@@ -85,6 +88,7 @@ Worker::Worker(const WorkerConf& c) : conf(c), reader(c.cache->register_reader()
   tsc_hz = rte_get_tsc_hz();
   now_s = cache_clock_s();
   apply_policy(*this, nullptr);
+  apply_service(*this, nullptr);
 }
 
 Worker::~Worker() { conf.cache->unregister_reader(reader); }
@@ -183,7 +187,8 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
     const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
     const RxVerified hw{(m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD,
                         (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD};
-    const Counter v = parse_query({f, rte_pktmbuf_data_len(m)}, w.service, q[i], hw);
+    const Counter v = parse_query({f, rte_pktmbuf_data_len(m)}, w.service, q[i], hw,
+                                  src == Source::kProbe ? Origin::kNode : Origin::kWire);
     if (v != Counter::query_ok) {
       if (kind_of(v) == CounterKind::kPunt)
         punt(m, v);

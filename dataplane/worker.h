@@ -70,6 +70,11 @@ struct ServiceAddrSet {  // network byte order; at most ServiceView::kMax per fa
 };
 class ServiceAddrs : public Published<ServiceAddrSet> {};
 
+// Default readiness probe source (probe.h, --probe-source4/6): 198.18.255.254, 2001:2::ffff:fffe.
+inline constexpr std::array<uint8_t, 4> kProbeSource4{198, 18, 255, 254};
+inline constexpr std::array<uint8_t, 16> kProbeSource6{0x20, 0x01, 0x00, 0x02, 0, 0, 0, 0,
+                                                       0,    0,    0,    0,    0xff, 0xff, 0xff, 0xfe};
+
 struct WorkerConf {
   unsigned index = 0;                 // worker number: the core="N" label
   uint16_t port = 0, rx_queue = 0, tx_queue = 0;
@@ -84,6 +89,9 @@ struct WorkerConf {
   int socket_id = -1;                 // NUMA socket for the Worker allocation (-1: any)
   rte_ring* probe_in = nullptr;       // readiness probes (probe.h): control thread -> this worker, SP/SC
   rte_ring* probe_out = nullptr;      // probe answered from the cache -> control thread, MP/SC
+  // The probe's source addresses: NIC frames from them are spoofed and dropped.
+  std::array<uint8_t, 4> probe_source4 = kProbeSource4;
+  std::array<uint8_t, 16> probe_source6 = kProbeSource6;
 };
 
 // Clock shared by everyone who talks to the cache (workers' lookups, the service thread's inserts):

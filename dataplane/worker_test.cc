@@ -101,12 +101,12 @@ struct WorkerTest : ::testing::Test {
   struct Run {
     std::vector<Bytes> tx, exc;
   };
-  Run run(const std::vector<Bytes>& frames) {
+  Run run(const std::vector<Bytes>& frames, Source src = Source::kNic) {
     std::vector<rte_mbuf*> in;
     for (const Bytes& f : frames) in.push_back(mbuf(f));
     rte_mbuf* tx[kBurst];
     rte_mbuf* exc[kBurst];
-    const BurstOut o = process_burst(*w, in, tx, exc);
+    const BurstOut o = process_burst(*w, in, tx, exc, src);
     Run r;
     for (unsigned i = 0; i < o.n_tx; ++i) r.tx.push_back(bytes(tx[i]));
     for (unsigned i = 0; i < o.n_exc; ++i) r.exc.push_back(bytes(exc[i]));
@@ -201,6 +201,44 @@ TEST_F(WorkerTest, MissBudgetThenStaleThenDrop) {
   EXPECT_EQ(r.exc.size(), 1u);
   EXPECT_TRUE(r.tx.empty());
   EXPECT_EQ(c(Counter::drop_rate_limited), 4u);
+}
+
+// Only the node sends from the probe source and its service addresses: such a frame from the NIC
+// is spoofed, whatever it carries (a query with ECS would reach the resolver as the node's own
+// probe and fill the cache; a SYN or a datagram to another port would reach Linux as the node
+// talking to itself).
+TEST_F(WorkerTest, SpoofedProbeOrServiceSourceIsDroppedBeforeAnyPunt) {
+  QuerySpec ecs;
+  ecs.src = "198.18.255.254";
+  ecs.edns.present = true;
+  ecs.edns.options = {0, 8, 0, 7, 0, 1, 24, 0, 198, 18, 0};  // RFC 7871: family 1, /24
+  QuerySpec closed;
+  closed.src = "198.18.255.254";
+  closed.dport = 9;
+  QuerySpec tcp6 = v6spec();
+  tcp6.src = "2001:2::ffff:fffe";
+  Bytes syn6 = test::query_frame(tcp6);
+  syn6[14 + 6] = 6;  // next header TCP: the bytes after it are not looked at
+  QuerySpec from_svc;
+  from_svc.src = "198.18.0.53";  // a service address
+  QuerySpec from_svc6 = v6spec();
+  from_svc6.src = "2001:2::53";
+  QuerySpec client;
+  client.qname = "legit.lab.";
+  Run r = run({test::query_frame(ecs), test::query_frame(closed), syn6, test::query_frame(from_svc),
+               test::query_frame(from_svc6), test::query_frame(client)});
+  EXPECT_TRUE(r.tx.empty());
+  ASSERT_EQ(r.exc.size(), 1u) << "only the client's miss reaches Linux";
+  EXPECT_EQ(r.exc[0], test::query_frame(client));
+  EXPECT_EQ(c(Counter::drop_spoofed_source), 5u);
+
+  // The probe itself comes from the probe source, through the inject ring, not the NIC.
+  QuerySpec probe;
+  probe.src = "198.18.255.254";
+  probe.qname = "probe.lab.";
+  r = run({test::query_frame(probe)}, Source::kProbe);
+  EXPECT_EQ(r.exc.size(), 1u) << "the probe's miss goes to the resolver";
+  EXPECT_EQ(c(Counter::drop_spoofed_source), 5u);
 }
 
 TEST_F(WorkerTest, ServiceAddressMovesAtHousekeeping) {
