@@ -28,6 +28,7 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_random.h>
 #include <rte_ring.h>
 
 #include "cache/cache.h"
@@ -524,6 +525,8 @@ int run(int argc, char** argv) {
   sc.counters = &node.svc_counters;
   sc.probe_mac = o.probe.mac;
   sc.probe_replies = node.probe_ctl;
+  PendingQueries pending(kPendingSlots, kPendingTimeoutMs, rte_rand());
+  sc.pending = &pending;
   std::fprintf(stderr, "tern-dataplane: running: profile %s, %u workers, control socket %s, exception interface %s\n",
                p.name.c_str(), p.workers(), o.control_socket.c_str(), p.exception_name.c_str());
   std::thread watchdog = start_watchdog(node.workers);
