@@ -26,6 +26,7 @@ enum class CounterKind : uint8_t { kCount, kPunt, kDrop };
   X(answer_stale,        kCount, "answered stale because the miss rate limit was reached (RFC 8767)") \
   X(answer_refused,      kCount, "REFUSED built in place for a client outside the allow list") \
   X(answer_truncated,    kCount, "answered with TC=1 because the answer exceeds the client's buffer") \
+  X(answer_slipped,      kCount, "over the response rate limit, sent truncated (TC=1, RRL slip) instead of dropped") \
   X(miss_punted,         kCount, "cache misses sent to the exception ring within the rate limit") \
   X(housekeeping,        kCount, "housekeeping passes (quiescent point, policy check, stats publish)") \
   X(idle_sleeps,         kCount, "idle sleeps taken (kSleep mode)") \
@@ -64,6 +65,8 @@ enum class CounterKind : uint8_t { kCount, kPunt, kDrop };
   X(drop_dns_trailing,   kDrop,  "bytes after the last record") \
   X(drop_acl,            kDrop,  "client outside the allow list and policy says drop") \
   X(drop_rate_limited,   kDrop,  "cache miss over the per-worker miss rate, no stale answer") \
+  X(drop_rrl,            kDrop,  "answer over the per-prefix response rate (RRL), not slipped") \
+  X(drop_rrl_refused,    kDrop,  "REFUSED over the per-prefix error rate (RRL), not slipped") \
   X(drop_exception_full, kDrop,  "exception ring full") \
   X(drop_tx_full,        kDrop,  "NIC TX queue did not take the frame") \
   X(drop_probe_full,     kDrop,  "probe answer ring full (the control thread stopped reading it)")

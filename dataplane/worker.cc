@@ -9,6 +9,7 @@
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 #include <rte_prefetch.h>
+#include <rte_random.h>
 #include <rte_ring.h>
 
 #include <ctime>
@@ -32,6 +33,9 @@ void apply_policy(Worker& w, std::shared_ptr<const Policy> p) {
   w.refuse_outside = pol.refuse_outside;
   w.stale_on_limit = pol.stale_on_limit;
   w.miss_bucket.configure(pol.miss_rate_qps, pol.miss_burst, w.tsc_hz, rte_rdtsc());
+  w.rrl.configure(pol.rrl, w.tsc_hz);
+  w.rrl_responses = w.rrl.on(Rrl::kResponses);
+  w.rrl_errors = w.rrl.on(Rrl::kErrors);
   w.policy = std::move(p);  // the old Policy may be freed here, off the hot path
 }
 
@@ -53,8 +57,10 @@ void apply_service(Worker& w, const ServiceAddrSet* s) {
   w.service = v;
 }
 
+inline const uint8_t* client_addr(const uint8_t* f, const Query& q) { return f + q.l3 + (q.v6 ? 8 : 12); }
+
 inline bool allowed(const Worker& w, const uint8_t* f, const Query& q) {
-  return q.v6 ? w.acl->contains_v6(f + q.l3 + 8) : w.acl->contains_v4(f + q.l3 + 12);
+  return q.v6 ? w.acl->contains_v6(client_addr(f, q)) : w.acl->contains_v4(client_addr(f, q));
 }
 
 // Resizes the single-segment mbuf (checked in stage 1) to the answer's length and sets the TX
@@ -87,6 +93,7 @@ uint32_t cache_clock_s() {
 Worker::Worker(const WorkerConf& c) : conf(c), reader(c.cache->register_reader()) {
   tsc_hz = rte_get_tsc_hz();
   now_s = cache_clock_s();
+  rrl.seed(rte_rand(), rte_rand());
   apply_policy(*this, nullptr);
   apply_service(*this, nullptr);
 }
@@ -202,13 +209,22 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
         drop(m, Counter::drop_acl);
         continue;
       }
-      const size_t len = build_refused(rte_pktmbuf_mtod(m, uint8_t*), mbuf_cap(m), q[i], opts);
+      // RRL, error class: REFUSED is what an outsider can reflect at a victim.
+      const Rrl::Verdict rv =
+          w.rrl_errors ? w.rrl.check(client_addr(f, q[i]), q[i].v6, Rrl::kErrors, rte_rdtsc()) : Rrl::kPass;
+      if (rv == Rrl::kDrop) {
+        drop(m, Counter::drop_rrl_refused);
+        continue;
+      }
+      uint8_t* wf = rte_pktmbuf_mtod(m, uint8_t*);
+      const size_t len = rv == Rrl::kSlip ? build_truncated(wf, mbuf_cap(m), q[i], true, opts)
+                                          : build_refused(wf, mbuf_cap(m), q[i], opts);
       if (len == 0) {
         drop(m, Counter::drop_acl);  // never hand an outside client's query to the resolver
         continue;
       }
       fit_mbuf(m, len, q[i], opts.cksum_offload);
-      w.count(Counter::answer_refused);
+      w.count(rv == Rrl::kSlip ? Counter::answer_slipped : Counter::answer_refused);
       tx[out.n_tx++] = m;
       continue;
     }
@@ -260,6 +276,26 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
         continue;
       }
       stale = true;
+    }
+    // RRL, response class (off by default: one predictable branch per answer).
+    if (w.rrl_responses && src == Source::kNic) [[unlikely]] {
+      const Rrl::Verdict rv = w.rrl.check(client_addr(rte_pktmbuf_mtod(m, const uint8_t*), q[i]), q[i].v6,
+                                          Rrl::kResponses, now_tsc);
+      if (rv == Rrl::kDrop) {
+        drop(m, Counter::drop_rrl);
+        continue;
+      }
+      if (rv == Rrl::kSlip) {
+        const size_t len = build_truncated(rte_pktmbuf_mtod(m, uint8_t*), mbuf_cap(m), q[i], false, opts);
+        if (len == 0) {
+          drop(m, Counter::drop_rrl);
+          continue;
+        }
+        fit_mbuf(m, len, q[i], opts.cksum_offload);
+        w.count(Counter::answer_slipped);
+        tx[out.n_tx++] = m;
+        continue;
+      }
     }
     bool truncated = false;
     const size_t len =

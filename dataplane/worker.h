@@ -25,8 +25,10 @@
 #include "acl.h"
 #include "cache/cache.h"
 #include "counters.h"
+#include "policy_limits.h"
 #include "parse.h"
 #include "ratelimit.h"
+#include "rrl.h"
 
 struct rte_mbuf;
 struct rte_ring;
@@ -43,6 +45,7 @@ struct Policy {  // immutable once published
   bool refuse_outside = true;   // REFUSED (true) or silent drop (false) for other clients
   uint32_t miss_rate_qps = 2000, miss_burst = 500;  // per worker token bucket before the exception ring
   bool stale_on_limit = true;   // answer stale instead of dropping an over-limit miss
+  RrlLimits rrl;                // response rate limiting per client prefix (policy_limits.h)
 };
 
 // A single immutable value, republished whole. Writers: any thread (control socket, address watch).
@@ -119,9 +122,11 @@ struct alignas(64) Worker {
   std::shared_ptr<const Policy> policy;  // keeps `acl` alive; never dereferenced on the hot path
   const Acl* acl = nullptr;
   bool refuse_outside = true, stale_on_limit = true;
+  bool rrl_responses = false, rrl_errors = false;  // RRL classes on (copied from rrl, off the big table)
   uint64_t policy_gen = ~0ull, service_gen = ~0ull;
   TokenBucket miss_bucket;
   ServiceView service;
+  Rrl rrl;  // 64 KiB, last: only touched for responses when RRL is on
 
   void count(Counter c, uint64_t n = 1) { counters[index(c)] += n; }
 };

@@ -98,6 +98,13 @@ struct WorkerTest : ::testing::Test {
     ASSERT_TRUE(r.stored()) << cache::to_string(r.reason);
   }
 
+  void set_rrl(const RrlLimits& l) {
+    auto p = std::make_shared<Policy>(*policy.load());
+    p->rrl = l;
+    policy.publish(p);
+    worker_housekeeping(*w);
+  }
+
   struct Run {
     std::vector<Bytes> tx, exc;
   };
@@ -239,6 +246,83 @@ TEST_F(WorkerTest, SpoofedProbeOrServiceSourceIsDroppedBeforeAnyPunt) {
   r = run({test::query_frame(probe)}, Source::kProbe);
   EXPECT_EQ(r.exc.size(), 1u) << "the probe's miss goes to the resolver";
   EXPECT_EQ(c(Counter::drop_spoofed_source), 5u);
+}
+
+// RRL, error class: an outsider spoofing a victim's address gets REFUSED sent there at most at the
+// error rate per prefix; every slip-th limited one goes out truncated, the rest are dropped.
+TEST_F(WorkerTest, RefusedIsRateLimitedPerPrefixWithSlip) {
+  RrlLimits l;
+  l.errors_per_s = 5;
+  l.burst_s = 1;
+  l.slip = 2;
+  set_rrl(l);
+  std::vector<Bytes> frames;
+  for (int i = 0; i < 20; ++i) {
+    QuerySpec s;
+    s.src = i % 2 ? "192.0.2.1" : "192.0.2.77";  // one /24
+    s.id = static_cast<uint16_t>(i);
+    frames.push_back(test::query_frame(s));
+  }
+  Run r = run(frames);
+  EXPECT_EQ(c(Counter::answer_refused), 5u) << "a burst of rate * burst_s";
+  EXPECT_EQ(c(Counter::answer_slipped), 7u) << "every 2nd of the 15 limited ones";
+  EXPECT_EQ(c(Counter::drop_rrl_refused), 8u);
+  ASSERT_EQ(r.tx.size(), 12u);
+  unsigned tc = 0;
+  for (const Bytes& f : r.tx) {
+    const uint16_t fl = flags_of(f, 42);
+    EXPECT_EQ(fl & 0x800F, 0x8005) << "REFUSED either way";
+    tc += (fl & 0x0200) != 0;
+    EXPECT_TRUE(test::udp_checksum_ok(f, 14, false));
+  }
+  EXPECT_EQ(tc, 7u);
+  QuerySpec other;
+  other.src = "192.0.3.1";  // another /24 has its own budget
+  r = run({test::query_frame(other)});
+  ASSERT_EQ(r.tx.size(), 1u);
+  EXPECT_EQ(flags_of(r.tx[0], 42), 0x8105);
+  // Credit comes back with time (5 per second).
+  std::this_thread::sleep_for(std::chrono::milliseconds(450));
+  QuerySpec again;
+  again.src = "192.0.2.1";
+  r = run({test::query_frame(again)});
+  ASSERT_EQ(r.tx.size(), 1u);
+  EXPECT_EQ(flags_of(r.tx[0], 42), 0x8105);
+}
+
+// RRL, response class, IPv6 /56: off by default; when on, hits over the rate are dropped (slip 0).
+TEST_F(WorkerTest, AnswersAreRateLimitedPerPrefixWhenConfigured) {
+  QuerySpec hit = v6spec();
+  hit.qname = "hit.lab.";
+  store(hit, 300, w->now_s);
+  auto from = [&](const char* src, int n) {
+    std::vector<Bytes> f;
+    for (int i = 0; i < n; ++i) {
+      QuerySpec s = hit;
+      s.src = src;
+      s.id = static_cast<uint16_t>(i);
+      f.push_back(test::query_frame(s));
+    }
+    return f;
+  };
+  EXPECT_EQ(run(from("2001:2::100", 30)).tx.size(), 30u) << "no response limit by default";
+  RrlLimits l;
+  l.responses_per_s = 3;
+  l.burst_s = 1;
+  l.slip = 0;
+  set_rrl(l);
+  EXPECT_EQ(run(from("2001:2::100", 10)).tx.size(), 3u);
+  EXPECT_EQ(run(from("2001:2:0:ff::1", 10)).tx.size(), 0u) << "same /56";
+  EXPECT_EQ(run(from("2001:2:0:100::1", 10)).tx.size(), 3u) << "another /56";
+  EXPECT_EQ(c(Counter::drop_rrl), 24u);
+  EXPECT_EQ(c(Counter::answer_slipped), 0u);
+  l.slip = 1;  // every limited answer goes out truncated
+  set_rrl(l);
+  Run r = run(from("2001:2::100", 2));
+  ASSERT_EQ(r.tx.size(), 2u);
+  EXPECT_EQ(flags_of(r.tx[0], 62), 0x8380) << "QR RD TC RA, no records";
+  EXPECT_EQ(r.tx[0][62 + 7], 0) << "ANCOUNT 0";
+  EXPECT_TRUE(test::udp_checksum_ok(r.tx[0], 14, true));
 }
 
 TEST_F(WorkerTest, ServiceAddressMovesAtHousekeeping) {
