@@ -68,6 +68,13 @@ enum class CounterKind : uint8_t { kCount, kPunt, kDrop };
   X(drop_rrl,            kDrop,  "answer over the per-prefix response rate (RRL), not slipped") \
   X(drop_rrl_refused,    kDrop,  "REFUSED over the per-prefix error rate (RRL), not slipped") \
   X(drop_exception_full, kDrop,  "exception ring full") \
+  X(drop_exception_reserve, kDrop, "low-priority punt (DNS over TCP, query, other) while the exception ring is nearly full") \
+  X(drop_punt_arp_nd,    kDrop,  "ARP / ICMPv6 ND over its exception budget") \
+  X(drop_punt_resolver,  kDrop,  "reply to the resolver (from port 53) over its exception budget") \
+  X(drop_punt_routing,   kDrop,  "VRRP / BGP / BFD over its exception budget") \
+  X(drop_punt_dns_tcp,   kDrop,  "DNS over TCP (port 53 of a service address) over its exception budget") \
+  X(drop_punt_query,     kDrop,  "query shape for the resolver (ECS, opcode, EDNS version, IP options) over the miss budget") \
+  X(drop_punt_other,     kDrop,  "any other frame for Linux (ICMP, other ports, fragments...) over its exception budget") \
   X(drop_tx_full,        kDrop,  "NIC TX queue did not take the frame") \
   X(drop_probe_full,     kDrop,  "probe answer ring full (the control thread stopped reading it)")
 // clang-format on

@@ -53,7 +53,8 @@ struct Query {
   uint16_t l4 = 0;        // UDP header
   uint16_t dns = 0;       // DNS header
   uint16_t dns_len = 0;   // DNS message length, from the UDP length
-  uint16_t qend = 0;      // offset of the byte after QCLASS, relative to dns
+  uint16_t qend = 0;      // offset of the byte after QCLASS, relative to dns; on a DNS-shaped punt
+                          // nonzero only when the whole message was walked (a REFUSED can be built)
   uint16_t opt = 0;       // offset of the OPT RR relative to dns (0: no EDNS)
   uint16_t qtype = 0, qclass = 0;
   uint16_t hdr_flags = 0;  // DNS header flags word as received (QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode)
@@ -80,6 +81,22 @@ enum class Origin : uint8_t { kWire, kNode };
 // (drop_spoofed_source), whatever it carries: only the node sends from those.
 Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& out, RxVerified hw = {},
                     Origin origin = Origin::kWire);
+
+// What a punted frame is, for the exception path's budgets (PuntBudgets, policy_limits.h), in
+// priority order: the first three keep a reserve of the exception ring.
+enum class PuntClass : uint8_t { kArpNd, kResolverReply, kRouting, kDnsTcp, kQuery, kOther };
+inline constexpr size_t kPuntClasses = 6;
+
+// Classifies a frame for Linux from its headers (Ethernet, up to two VLAN tags, IPv4/IPv6, ICMPv6
+// type or TCP/UDP ports; every length checked here). kQuery: UDP to port 53 of a service address.
+PuntClass classify_punt(std::span<const uint8_t> frame, const ServiceView& svc);
+
+// The parser's punt verdicts for a UDP query to port 53 of a service address that the fast path
+// leaves to the resolver: the allow list applies to them as to any query.
+constexpr bool dns_shaped_punt(Counter v) {
+  return v == Counter::punt_dns_opcode || v == Counter::punt_dns_shape || v == Counter::punt_edns_version ||
+         v == Counter::punt_edns_ecs;
+}
 
 // Internet checksum (RFC 1071). The sum is taken over bytes as they lie in memory (byte-order
 // independent, RFC 1071 2(B)), so the folded value is stored back with memcpy, no swapping.

@@ -46,6 +46,7 @@ struct Policy {  // immutable once published
   uint32_t miss_rate_qps = 2000, miss_burst = 500;  // per worker token bucket before the exception ring
   bool stale_on_limit = true;   // answer stale instead of dropping an over-limit miss
   RrlLimits rrl;                // response rate limiting per client prefix (policy_limits.h)
+  PuntBudgets punt;             // the exception path's budgets per class (policy_limits.h)
 };
 
 // A single immutable value, republished whole. Writers: any thread (control socket, address watch).
@@ -124,7 +125,10 @@ struct alignas(64) Worker {
   bool refuse_outside = true, stale_on_limit = true;
   bool rrl_responses = false, rrl_errors = false;  // RRL classes on (copied from rrl, off the big table)
   uint64_t policy_gen = ~0ull, service_gen = ~0ull;
-  TokenBucket miss_bucket;
+  TokenBucket miss_bucket;  // misses and query shapes for the resolver (PuntClass::kQuery)
+  TokenBucket arp_bucket, resolver_bucket, routing_bucket, dns_tcp_bucket, other_bucket;
+  TokenBucket* const punt_budget[kPuntClasses];  // by PuntClass
+  unsigned ring_reserve = 0;  // exception ring slots kept for the first three classes
   ServiceView service;
   Rrl rrl;  // 64 KiB, last: only touched for responses when RRL is on
 
