@@ -127,7 +127,8 @@ Counter parse_dns(std::span<const uint8_t> msg, Query& q) {
 
 }  // namespace
 
-PuntClass classify_punt(std::span<const uint8_t> frame, const ServiceView& svc) {
+PuntClass classify_punt(std::span<const uint8_t> frame, const ServiceView& svc, bool* own_source) {
+  if (own_source) *own_source = false;
   const uint8_t* f = frame.data();
   const size_t n = frame.size();
   if (n < kEthLen) return PuntClass::kOther;
@@ -148,12 +149,14 @@ PuntClass classify_punt(std::span<const uint8_t> frame, const ServiceView& svc) 
     if (n - off < kIPv4Len) return PuntClass::kOther;
     const unsigned ihl = (ip[0] & 0x0F) * 4u;
     if (ihl < kIPv4Len || n - off < ihl) return PuntClass::kOther;
+    if (own_source) *own_source = svc.own_source_v4(ip + 12);
     if (ld16(ip + 6) & 0x1FFF) return PuntClass::kOther;  // a later fragment: no L4 header to classify
     proto = ip[9];
     l4 = off + ihl;
     to_us = svc.has_v4(ip + 16);
   } else if (type == kEthIPv6) {
     if (n - off < kIPv6Len) return PuntClass::kOther;
+    if (own_source) *own_source = svc.own_source_v6(ip + 8);
     proto = ip[6];  // extension headers are not walked: such frames are "other"
     l4 = off + kIPv6Len;
     to_us = svc.has_v6(ip + 24);

@@ -89,7 +89,9 @@ inline constexpr size_t kPuntClasses = 6;
 
 // Classifies a frame for Linux from its headers (Ethernet, up to two VLAN tags, IPv4/IPv6, ICMPv6
 // type or TCP/UDP ports; every length checked here). kQuery: UDP to port 53 of a service address.
-PuntClass classify_punt(std::span<const uint8_t> frame, const ServiceView& svc);
+// own_source: set when the frame's IP source is the probe source or a service address (a spoofed
+// frame from the wire: parse_query's drop_spoofed_source, for frames it does not see).
+PuntClass classify_punt(std::span<const uint8_t> frame, const ServiceView& svc, bool* own_source = nullptr);
 
 // The parser's punt verdicts for a UDP query to port 53 of a service address that the fast path
 // leaves to the resolver: the allow list applies to them as to any query.

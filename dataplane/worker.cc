@@ -241,8 +241,14 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
     rte_mbuf* m = rx[i];
     if (m->nb_segs != 1) {
       // A query never needs a chain; Linux can have it (the headers are in the first segment).
-      punt_budgeted(m, Counter::punt_no_room,
-                    classify_punt({rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m)}, w.service));
+      bool spoofed = false;
+      const PuntClass cls =
+          classify_punt({rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m)}, w.service, &spoofed);
+      if (spoofed && src == Source::kNic) {
+        drop(m, Counter::drop_spoofed_source);
+        continue;
+      }
+      punt_budgeted(m, Counter::punt_no_room, cls);
       continue;
     }
     const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);

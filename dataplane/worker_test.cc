@@ -273,13 +273,30 @@ TEST_F(WorkerTest, SpoofedProbeOrServiceSourceIsDroppedBeforeAnyPunt) {
   EXPECT_EQ(r.exc[0], test::query_frame(client));
   EXPECT_EQ(c(Counter::drop_spoofed_source), 5u);
 
+  // A frame in two segments (jumbo, or a driver that chains) is not parsed, but its source is checked.
+  auto chained = [](const Bytes& f) {
+    rte_mbuf* head = mbuf(Bytes(f.begin(), f.begin() + 40));
+    rte_mbuf* tail = mbuf(Bytes(f.begin() + 40, f.end()));
+    EXPECT_EQ(rte_pktmbuf_chain(head, tail), 0);
+    return head;
+  };
+  rte_mbuf* in[2] = {chained(test::query_frame(closed)), chained(test::query_frame(client))};
+  rte_mbuf* tx[2];
+  rte_mbuf* exc[2];
+  const BurstOut o = process_burst(*w, in, tx, exc);
+  EXPECT_EQ(o.n_tx, 0u);
+  ASSERT_EQ(o.n_exc, 1u) << "the client's chained frame goes to Linux";
+  rte_pktmbuf_free(exc[0]);
+  worker_housekeeping(*w);
+  EXPECT_EQ(c(Counter::drop_spoofed_source), 6u);
+
   // The probe itself comes from the probe source, through the inject ring, not the NIC.
   QuerySpec probe;
   probe.src = "198.18.255.254";
   probe.qname = "probe.lab.";
   r = run({test::query_frame(probe)}, Source::kProbe);
   EXPECT_EQ(r.exc.size(), 1u) << "the probe's miss goes to the resolver";
-  EXPECT_EQ(c(Counter::drop_spoofed_source), 5u);
+  EXPECT_EQ(c(Counter::drop_spoofed_source), 6u);
 }
 
 // RRL, error class: an outsider spoofing a victim's address gets REFUSED sent there at most at the
