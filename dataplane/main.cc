@@ -57,7 +57,7 @@ constexpr const char* kUsage =
     "                      [--refuse | --drop-refused] [--miss-rate N] [--miss-burst N]\n"
     "                      [--cache-bytes N] [--exception-iface NAME] [--check-profile]\n"
     "                      [--probe-source4 ADDR] [--probe-source6 ADDR] [--probe-deadline MS]\n"
-    "                      [-- EAL args passed through]\n"
+    "                      [--punt-budget CLASS=RATE/BURST]... [-- EAL args passed through]\n"
     "  --profile FILE         hardware profile (hw-profiles/*.conf); default: the built-in lab-tap\n"
     "  --control-socket PATH  unix socket for tern-control/ternctl (default /run/tern/dataplane.sock)\n"
     "  --allow PFX            clients allowed (repeatable, v4 or v6 prefix); none = nobody is answered\n"
@@ -73,6 +73,9 @@ constexpr const char* kUsage =
     "  --probe-source6 ADDR   the same for IPv6 (default 2001:2::ffff:fffe)\n"
     "  --probe-deadline MS    how long `probe` waits for its answer (default 400; below\n"
     "                         tern-control's [health] probe-deadline, so this error is the one seen)\n"
+    "  --punt-budget CLASS=RATE/BURST  per-worker exception path budget of one class of frames for\n"
+    "                         Linux, frames/s and bucket depth; CLASS: arp-nd, resolver, routing,\n"
+    "                         dns-tcp, other (defaults and meaning: dataplane/policy_limits.h)\n"
     "  --control-socket-group NAME  make the control socket 0660 for this group (tern-control\n"
     "                         running unprivileged talks to it); default root only, 0600\n";
 
@@ -85,6 +88,7 @@ struct Options {
   uint64_t cache_bytes = 64u << 20;
   ProbeSource probe;
   unsigned probe_deadline_ms = 400;
+  PuntBudgets punt;
 };
 
 template <typename T>
@@ -136,6 +140,24 @@ int parse_args(int argc, char** argv, Options& o) {
       if (inet_pton(v6 ? AF_INET6 : AF_INET, v.c_str(), v6 ? o.probe.v6.data() : o.probe.v4.data()) != 1) {
         std::fprintf(stderr, "tern-dataplane: %s '%s': expected an %s address\n", a.c_str(), v.c_str(),
                      v6 ? "IPv6" : "IPv4");
+        return 2;
+      }
+    } else if (a == "--punt-budget") {
+      if (!value(v)) return 2;
+      const size_t eq = v.find('='), slash = v.find('/');
+      const std::string cls = v.substr(0, eq);
+      PuntBudget* b = cls == "arp-nd"     ? &o.punt.arp_nd
+                      : cls == "resolver" ? &o.punt.resolver_replies
+                      : cls == "routing"  ? &o.punt.routing
+                      : cls == "dns-tcp"  ? &o.punt.dns_tcp
+                      : cls == "other"    ? &o.punt.other
+                                          : nullptr;
+      if (!b || eq == std::string::npos || slash == std::string::npos || slash < eq ||
+          !to_num(v.substr(eq + 1, slash - eq - 1), b->rate_per_s) || !to_num(v.substr(slash + 1), b->burst)) {
+        std::fprintf(stderr,
+                     "tern-dataplane: --punt-budget '%s': expected CLASS=RATE/BURST with CLASS one of arp-nd, "
+                     "resolver, routing, dns-tcp, other (e.g. other=1000/200)\n",
+                     v.c_str());
         return 2;
       }
     } else if (a == "--probe-deadline") {
@@ -380,6 +402,7 @@ int run(int argc, char** argv) {
   pol.refuse_outside = o.refuse;
   pol.miss_rate_qps = o.miss_rate;
   pol.miss_burst = o.miss_burst;
+  pol.punt = o.punt;
   if (pol.allow.empty())
     std::fprintf(stderr, "tern-dataplane: no --allow: every client is %s until a policy is pushed\n",
                  o.refuse ? "REFUSED" : "dropped");
