@@ -163,16 +163,20 @@ EOF
 }
 keepalived_conf peer tl0 150 "$PEER4" "$NODE4" >"$WORK/peer-keepalived.conf"
 keepalived_conf node tl-exc0 100 "$NODE4" "$PEER4" >"$WORK/node-keepalived.conf"
-for n in peer node; do
-  ns=$PEER
-  [[ $n == node ]] && ns=$NODE
-  ip netns exec "$ns" keepalived -n -l -D --vrrp -f "$WORK/$n-keepalived.conf" \
-    -p "$WORK/$n-keepalived.pid" -r "$WORK/$n-vrrp.pid" >"$WORK/$n-keepalived.log" 2>&1 &
-  PIDS[keepalived_$n]=$!
-done
+start_keepalived() {  # NAME NS
+  ip netns exec "$2" keepalived -n -l -D --vrrp -f "$WORK/$1-keepalived.conf" \
+    -p "$WORK/$1-keepalived.pid" -r "$WORK/$1-vrrp.pid" >"$WORK/$1-keepalived.log" 2>&1 &
+  PIDS[keepalived_$1]=$!
+}
+# The peer first, so the election is settled before the node joins: the node must then stay
+# backup for the whole test, hearing the peer's adverts through its dataplane.
+start_keepalived peer "$PEER"
 peer_master() { ip -n "$PEER" -4 addr show dev tl0 | grep -q " $VIP/"; }
 wait_for 15 peer_master || die "the peer never became VRRP master (see peer-keepalived.log)"
-sleep 2  # the node settles as backup, hearing the peer's adverts through its dataplane
+start_keepalived node "$NODE"
+node_backup() { grep -q "Entering BACKUP STATE" "$WORK/node-keepalived.log"; }
+wait_for 10 node_backup || die "the node's keepalived did not start as backup (see node-keepalived.log)"
+sleep 2
 transitions() { grep -c "Entering MASTER STATE" "$WORK/$1-keepalived.log" || true; }
 NODE_MASTER0=$(transitions node) PEER_MASTER0=$(transitions peer)
 ((NODE_MASTER0 == 0)) || die "the node became VRRP master before any flood: adverts from the peer do not reach it"
