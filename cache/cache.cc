@@ -778,17 +778,35 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   // Scratch reused across calls: writers for different shards may run on different threads.
   thread_local std::vector<Rec> rrs;
   thread_local std::vector<std::pair<size_t, size_t>> name_runs;
+  // walk() is noexcept: a scratch vector that cannot grow stops the walk and is reported
+  // (as std::bad_alloc) once walk has returned, instead of terminating the process.
+  thread_local bool scratch_oom;
   rrs.clear();
   name_runs.clear();
+  scratch_oom = false;
   Status st = wire::walk(
       msg, &info,
       [](void*, wire::Bytes, const wire::RR& rr) {
-        if (rr.type != wire::kTypeOPT)
+        if (rr.type == wire::kTypeOPT) return true;
+        try {
           rrs.push_back({rr.ttl_off, rr.rdata_off, rr.end, rr.ttl, rr.type, rr.section});
+        } catch (const std::bad_alloc&) {
+          scratch_oom = true;
+          return false;
+        }
         return true;
       },
       nullptr,
-      [](void*, size_t b, size_t e) { name_runs.emplace_back(b, e); }, nullptr);
+      [](void*, size_t b, size_t e) {
+        if (scratch_oom) return;
+        try {
+          name_runs.emplace_back(b, e);
+        } catch (const std::bad_alloc&) {
+          scratch_oom = true;
+        }
+      },
+      nullptr);
+  if (scratch_oom) throw std::bad_alloc();
   if (st != Status::ok) return reject(Reject::malformed, st);
   // render() rewrites TTL bytes, so no name may be read from them: a compression pointer
   // aimed into a TTL field would turn into another name, or garbage, as the entry ages.

@@ -350,6 +350,7 @@ class Cache {
   // ---- writers ----
   // Parses and validates a full DNS response and stores it (see cache.cc for the rules:
   // RFC 2308 negative TTLs, short SERVFAIL, floors and caps, RFC 8767 stale window).
+  // Throws std::bad_alloc when it cannot allocate (the caller counts and carries on).
   InsertResult insert_response(std::span<const uint8_t> response, uint32_t now_s);
   size_t flush_all();
   size_t flush_name(std::span<const uint8_t> canonical_name);     // every type and flag

@@ -220,4 +220,12 @@ size_t build_refused(uint8_t* f, size_t cap, const Query& q, AnswerOpts o) {
                       q.qend + opt_len, 0, o);
 }
 
+size_t build_truncated(uint8_t* f, size_t cap, const Query& q, bool refused, AnswerOpts o) {
+  const size_t opt_len = q.edns ? kOptLen : 0;
+  if (q.dns + q.qend + opt_len > cap) return 0;
+  const uint16_t flags = static_cast<uint16_t>(reply_flags(q) | wire::kFlagTC |
+                                               (refused ? wire::kRcodeRefused : wire::kFlagRA));
+  return finish_frame(f, q, keep_sums(f, q, o.cksum_offload), flags, 0, 0, q.edns ? 1 : 0, q.qend + opt_len, 0, o);
+}
+
 }  // namespace tern::dp

@@ -33,6 +33,11 @@ size_t build_answer(uint8_t* f, size_t cap, const Query& q, const cache::Entry& 
 // kept, no sections, OPT echoed when the client sent one.
 size_t build_refused(uint8_t* f, size_t cap, const Query& q, AnswerOpts o);
 
+// RRL slip (rrl.h): a rate-limited response sent as TC=1 with no records (RFC 1035 4.2.1 / RFC 2181
+// 9), so a real client behind the limited prefix retries over TCP. refused: the REFUSED it replaces
+// (rcode REFUSED), else the answer it replaces (NOERROR, RA). Question and OPT as build_refused.
+size_t build_truncated(uint8_t* f, size_t cap, const Query& q, bool refused, AnswerOpts o);
+
 // The payload size limit for q's answer: 512 without EDNS (RFC 1035 4.2.1), with EDNS the smaller
 // of the client's size and ours (RFC 6891 6.2.5).
 inline size_t answer_limit(const Query& q) {

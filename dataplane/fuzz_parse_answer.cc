@@ -1,7 +1,11 @@
 // libFuzzer target for the fast path's byte-level stages: parse_query on arbitrary frames, then, for
 // what it accepts, a cache round trip (insert a response for that question, make_key, lookup) and
-// build_answer / build_refused in place. Invariants are checked, not just "no crash":
-// the answer fits its buffer, keeps the question, and carries valid IPv4 / UDP checksums.
+// build_answer / build_refused / build_truncated in place. Invariants are checked, not just "no
+// crash": the answer fits its buffer, keeps the question, and carries valid IPv4 / UDP checksums.
+// The same input also goes through the punt classifier, and through the service thread's fill path
+// (PendingQueries + offer_to_cache) twice: as a frame from Linux, and as the DNS message of a local
+// answer (Ethernet/IPv4/UDP from port 53 of the service address) to a query recorded from it, so
+// that the cache's parser sees answers shaped exactly as the resolver's.
 //
 //   CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true
 //   ninja -C build-fuzz dataplane/fuzz_parse_answer
@@ -25,6 +29,7 @@
 
 #include "answer.h"
 #include "cache/cache.h"
+#include "exception.h"
 #include "parse.h"
 #include "wire/wire.h"
 
@@ -50,13 +55,19 @@ struct State {
                      1};
   cache::ReaderId reader = cache.register_reader();
   dp::ServiceView svc;
+  dp::ServiceAddrSet svc_set;
+  dp::PendingQueries pending{256, 10000, 5};
+  uint64_t now_ms = 1'000'000;
   State() {
     inet_pton(AF_INET, "198.18.0.53", svc.v4[svc.n4++]);
     inet_pton(AF_INET6, "2001:2::53", svc.v6[svc.n6++]);
+    svc_set.v4.push_back({198, 18, 0, 53});
+    svc_set.v6.push_back({0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53});
   }
 };
 
-size_t g_answered = 0, g_refused = 0;  // replay summary: the corpus must reach both builders
+// replay summary: the corpus must reach both builders and fill the cache from a local answer
+size_t g_answered = 0, g_refused = 0, g_filled = 0;
 
 State& state() {
   static State s;
@@ -90,6 +101,52 @@ bool checksums_ok(const uint8_t* f, const dp::Query& q, size_t len) {
   return dp::csum_fold(dp::csum_acc(acc, f + q.l4, ulen)) == 0xFFFF;
 }
 
+// Ethernet + IPv4 + UDP around msg, lengths right (the fill path does not verify checksums).
+std::vector<uint8_t> udp4_frame(const uint8_t src[4], uint16_t sport, const uint8_t dst[4], uint16_t dport,
+                                std::span<const uint8_t> msg) {
+  std::vector<uint8_t> f(42 + msg.size());
+  uint8_t* p = f.data();
+  wire::store16(p + 12, 0x0800);
+  p[14] = 0x45;
+  wire::store16(p + 16, static_cast<uint16_t>(20 + 8 + msg.size()));
+  p[22] = 64;
+  p[23] = 17;
+  std::memcpy(p + 26, src, 4);
+  std::memcpy(p + 30, dst, 4);
+  wire::store16(p + 34, sport);
+  wire::store16(p + 36, dport);
+  wire::store16(p + 38, static_cast<uint16_t>(8 + msg.size()));
+  std::memcpy(p + 42, msg.data(), msg.size());
+  return f;
+}
+
+// The fill path: the input as a frame from Linux (headers fuzzed), then as the DNS message of the
+// resolver's answer to a client whose query (the same message with QR clear) was punted first.
+void fuzz_fill(State& st, const uint8_t* in, size_t size) {
+  const uint32_t now = 1000;
+  st.now_ms += 1;
+  st.pending.note_query({in, size}, st.svc_set, st.now_ms);
+  dp::offer_to_cache({in, size}, st.svc_set, st.pending, st.now_ms, st.cache, now);
+  if (size < wire::kHeaderSize || size > 65000) return;
+  st.now_ms += 20000;  // every entry recorded so far has expired: only the query below can match
+  static const uint8_t kSvc[4] = {198, 18, 0, 53}, kClient[4] = {198, 18, 0, 100};
+  std::vector<uint8_t> msg(in, in + size);
+  msg[2] &= static_cast<uint8_t>(~0x80);  // the client's query: QR clear
+  const auto query = udp4_frame(kClient, 40000, kSvc, 53, msg);
+  const dp::PendingQueries::Noted n = st.pending.note_query(query, st.svc_set, st.now_ms);
+  msg[2] |= 0x80;  // the resolver's answer
+  const auto answer = udp4_frame(kSvc, 53, kClient, 40000, msg);
+  const auto v = dp::offer_to_cache(answer, st.svc_set, st.pending, st.now_ms, st.cache, now);
+  // A recorded query's answer always matches; an unrecorded one never fills.
+  if (n != dp::PendingQueries::Noted::kNotQuery) FUZZ_CHECK(v && *v != dp::SvcCounter::fill_unmatched);
+  if (n == dp::PendingQueries::Noted::kNotQuery)
+    FUZZ_CHECK(!v || *v == dp::SvcCounter::fill_unmatched);
+  if (v && (*v == dp::SvcCounter::fill_inserted || *v == dp::SvcCounter::fill_replaced)) ++g_filled;
+  // Consumed: the same answer again teaches the cache nothing.
+  const auto again = dp::offer_to_cache(answer, st.svc_set, st.pending, st.now_ms, st.cache, now);
+  FUZZ_CHECK(!again || *again == dp::SvcCounter::fill_unmatched);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -97,8 +154,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Exact-size copy: any read past the frame is a heap overflow ASan reports.
   std::unique_ptr<uint8_t[]> in(new uint8_t[size ? size : 1]);
   if (size) std::memcpy(in.get(), data, size);
+  (void)dp::classify_punt({in.get(), size}, st.svc);
+  fuzz_fill(st, in.get(), size);
   dp::Query q;
   const dp::Counter v = dp::parse_query({in.get(), size}, st.svc, q);
+  if (dp::dns_shaped_punt(v) && q.qend != 0) {
+    // A query shape the fast path punts, walked whole: REFUSED must be buildable on it.
+    FUZZ_CHECK(q.dns + q.dns_len <= size && q.qend <= q.dns_len);
+    const size_t cap = size + 64;
+    std::unique_ptr<uint8_t[]> out(new uint8_t[cap]);
+    std::memcpy(out.get(), in.get(), size);
+    const size_t len = dp::build_refused(out.get(), cap, q, {});
+    FUZZ_CHECK(len == size_t{q.dns} + q.qend + (q.edns ? 11 : 0));
+    FUZZ_CHECK(checksums_ok(out.get(), q, len));
+  }
   if (v != dp::Counter::query_ok) return 0;
   FUZZ_CHECK(q.dns + q.dns_len <= size && q.qend <= q.dns_len && q.l3 < q.l4 && q.l4 < q.dns);
 
@@ -126,7 +195,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ++g_answered;
   } else {
     ++g_refused;
-    len = dp::build_refused(out.get(), cap, q, {});
+    if (q.hdr_flags & 1) {  // some of the time, RRL's slip instead
+      len = dp::build_truncated(out.get(), cap, q, (q.hdr_flags & 2) != 0, {});
+      FUZZ_CHECK((wire::load16(out.get() + q.dns + 2) & wire::kFlagTC) != 0);
+    } else {
+      len = dp::build_refused(out.get(), cap, q, {});
+    }
     FUZZ_CHECK(len == size_t{q.dns} + q.qend + (q.edns ? 11 : 0));
   }
   st.cache.quiescent(st.reader);
@@ -162,10 +236,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "no corpus files found: the replay would test nothing\n");
     return 1;
   }
-  std::printf("replayed %zu files (%zu inputs with every truncation): %zu answered, %zu refused\n", files,
-              runs, g_answered, g_refused);
-  if (g_answered == 0 || g_refused == 0) {
-    std::fprintf(stderr, "the corpus no longer reaches build_answer and build_refused: add seeds\n");
+  std::printf("replayed %zu files (%zu inputs with every truncation): %zu answered, %zu refused, %zu filled\n",
+              files, runs, g_answered, g_refused, g_filled);
+  if (g_answered == 0 || g_refused == 0 || g_filled == 0) {
+    std::fprintf(stderr, "the corpus no longer reaches build_answer, build_refused and the fill: add seeds\n");
     return 1;
   }
   return 0;

@@ -27,6 +27,7 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_random.h>
 #include <rte_ring.h>
 
 #include "cache/cache.h"
@@ -57,7 +58,7 @@ constexpr const char* kUsage =
     "                      [--refuse | --drop-refused] [--miss-rate N] [--miss-burst N]\n"
     "                      [--cache-bytes N] [--exception-iface NAME] [--check-profile]\n"
     "                      [--probe-source4 ADDR] [--probe-source6 ADDR] [--probe-deadline MS]\n"
-    "                      [-- EAL args passed through]\n"
+    "                      [--punt-budget CLASS=RATE/BURST]... [-- EAL args passed through]\n"
     "  The policy flags (--allow, --refuse, --drop-refused, --miss-rate, --miss-burst, --cache-bytes)\n"
     "  only hold until tern-control's first push: tern.conf's [server] allow, [dataplane] and [cache]\n"
     "  own them (tern-control pushes at its start, on every reload and whenever this process restarts).\n"
@@ -76,6 +77,9 @@ constexpr const char* kUsage =
     "  --probe-source6 ADDR   the same for IPv6 (default 2001:2::ffff:fffe)\n"
     "  --probe-deadline MS    how long `probe` waits for its answer (default 400; below\n"
     "                         tern-control's [health] probe-deadline, so this error is the one seen)\n"
+    "  --punt-budget CLASS=RATE/BURST  per-worker exception path budget of one class of frames for\n"
+    "                         Linux, frames/s and bucket depth; CLASS: arp-nd, resolver, routing,\n"
+    "                         dns-tcp, other (defaults and meaning: dataplane/policy_limits.h)\n"
     "  --control-socket-group NAME  make the control socket 0660 for this group (tern-control\n"
     "                         running unprivileged talks to it); default root only, 0600. Make the\n"
     "                         socket's directory sticky when it is group-writable (packaging does)\n";
@@ -89,6 +93,7 @@ struct Options {
   uint64_t cache_bytes = 64u << 20;
   ProbeSource probe;
   unsigned probe_deadline_ms = 400;
+  PuntBudgets punt;
 };
 
 template <typename T>
@@ -140,6 +145,24 @@ int parse_args(int argc, char** argv, Options& o) {
       if (inet_pton(v6 ? AF_INET6 : AF_INET, v.c_str(), v6 ? o.probe.v6.data() : o.probe.v4.data()) != 1) {
         std::fprintf(stderr, "tern-dataplane: %s '%s': expected an %s address\n", a.c_str(), v.c_str(),
                      v6 ? "IPv6" : "IPv4");
+        return 2;
+      }
+    } else if (a == "--punt-budget") {
+      if (!value(v)) return 2;
+      const size_t eq = v.find('='), slash = v.find('/');
+      const std::string cls = v.substr(0, eq);
+      PuntBudget* b = cls == "arp-nd"     ? &o.punt.arp_nd
+                      : cls == "resolver" ? &o.punt.resolver_replies
+                      : cls == "routing"  ? &o.punt.routing
+                      : cls == "dns-tcp"  ? &o.punt.dns_tcp
+                      : cls == "other"    ? &o.punt.other
+                                          : nullptr;
+      if (!b || eq == std::string::npos || slash == std::string::npos || slash < eq ||
+          !to_num(v.substr(eq + 1, slash - eq - 1), b->rate_per_s) || !to_num(v.substr(slash + 1), b->burst)) {
+        std::fprintf(stderr,
+                     "tern-dataplane: --punt-budget '%s': expected CLASS=RATE/BURST with CLASS one of arp-nd, "
+                     "resolver, routing, dns-tcp, other (e.g. other=1000/200)\n",
+                     v.c_str());
         return 2;
       }
     } else if (a == "--probe-deadline") {
@@ -332,7 +355,11 @@ int run(int argc, char** argv) {
     rte_eal_cleanup();
     return fail(std::string("cannot create the cache: ") + e.what() + " (lower --cache-bytes?)");
   }
-  node.policy.publish(std::make_shared<const Policy>(Policy::compile(pol)));
+  {
+    Policy first = Policy::compile(pol);
+    first.punt = o.punt;  // start-up only: kept across pushes (apply_policy)
+    node.policy.publish(std::make_shared<const Policy>(std::move(first)));
+  }
 
   auto abort_with = [&](const std::string& msg) {
     node.teardown();
@@ -388,6 +415,8 @@ int run(int argc, char** argv) {
     if (i < node.probe_in.size()) wc.probe_in = node.probe_in[i];
     wc.probe_out = node.probe_hits;
     if (i == 0) wc.service_tx_in = node.service_tx;
+    wc.probe_source4 = o.probe.v4;
+    wc.probe_source6 = o.probe.v6;
     Worker* w = worker_create(wc, &err);
     if (w) node.workers.push_back(w);
     return w;
@@ -461,6 +490,8 @@ int run(int argc, char** argv) {
   sc.counters = &node.svc_counters;
   sc.probe_mac = o.probe.mac;
   sc.probe_replies = node.probe_ctl;
+  PendingQueries pending(kPendingSlots, kPendingTimeoutMs, rte_rand());
+  sc.pending = &pending;
   std::fprintf(stderr, "tern-dataplane: running: profile %s, %u workers, control socket %s, exception interface %s\n",
                p.name.c_str(), p.workers(), o.control_socket.c_str(), p.exception_name.c_str());
   std::thread watchdog = start_watchdog(node.workers);

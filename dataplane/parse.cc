@@ -54,6 +54,7 @@ Counter parse_dns(std::span<const uint8_t> msg, Query& q) {
   const uint8_t* m = msg.data();
   const size_t n = msg.size();
   const uint16_t flags = ld16(m + 2);
+  q.qend = 0;
   if (flags & kDnsQR) return Counter::drop_dns_response;
   if (((flags >> 11) & 0xF) != 0) return Counter::punt_dns_opcode;  // RFC 1035 4.1.1 OPCODE
   const uint16_t qd = ld16(m + 4), an = ld16(m + 6), ns = ld16(m + 8), ar = ld16(m + 10);
@@ -90,9 +91,9 @@ Counter parse_dns(std::span<const uint8_t> msg, Query& q) {
     // RFC 6891 6.1.2: OPT owner is the root, then TYPE, CLASS = UDP size, TTL = ext-rcode, version,
     // DO + Z, RDLEN, RDATA as {code, length, data} options.
     if (off >= n) return Counter::drop_dns_opt;
-    if (m[off] != 0) return Counter::punt_dns_shape;  // a single non-OPT record (e.g. TSIG)
+    if (m[off] != 0) return q.qend = 0, Counter::punt_dns_shape;  // a single non-OPT record (e.g. TSIG)
     if (n - off < 11) return Counter::drop_dns_opt;
-    if (ld16(m + off + 1) != kTypeOPT) return Counter::punt_dns_shape;
+    if (ld16(m + off + 1) != kTypeOPT) return q.qend = 0, Counter::punt_dns_shape;
     const uint16_t udp_size = ld16(m + off + 3);
     const uint8_t version = m[off + 6];
     const uint16_t rdlen = ld16(m + off + 9);
@@ -109,13 +110,14 @@ Counter parse_dns(std::span<const uint8_t> msg, Query& q) {
       o += olen;
     }
     if (rdata + rdlen != n) return Counter::drop_dns_trailing;
-    // RFC 6891 6.1.3: a version we do not implement gets BADVERS, which the resolver builds.
-    if (version != 0) return Counter::punt_edns_version;
-    if (ecs) return Counter::punt_edns_ecs;
+    // The message is whole and walked: even the punts below leave a view REFUSED can be built on.
     q.opt = static_cast<uint16_t>(off);
     q.edns = true;
     q.edns_do = (m[off + 7] & 0x80) != 0;  // RFC 3225
     q.edns_size = udp_size < 512 ? 512 : udp_size;  // RFC 6891 6.2.5
+    // RFC 6891 6.1.3: a version we do not implement gets BADVERS, which the resolver builds.
+    if (version != 0) return Counter::punt_edns_version;
+    if (ecs) return Counter::punt_edns_ecs;
   } else if (off != n) {
     return Counter::drop_dns_trailing;  // RFC 1035 4.1: the counts describe every byte
   }
@@ -125,7 +127,65 @@ Counter parse_dns(std::span<const uint8_t> msg, Query& q) {
 
 }  // namespace
 
-Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& q, RxVerified hw) {
+PuntClass classify_punt(std::span<const uint8_t> frame, const ServiceView& svc, bool* own_source) {
+  if (own_source) *own_source = false;
+  const uint8_t* f = frame.data();
+  const size_t n = frame.size();
+  if (n < kEthLen) return PuntClass::kOther;
+  size_t off = 12;
+  uint16_t type = ld16(f + off);
+  for (int tags = 0; (type == kEthVlan || type == kEthQinQ) && tags < 2; ++tags) {
+    if (n < off + 2 + kVlanLen) return PuntClass::kOther;
+    off += kVlanLen;
+    type = ld16(f + off);
+  }
+  off += 2;
+  if (type == 0x0806) return PuntClass::kArpNd;  // RFC 826
+  const uint8_t* ip = f + off;
+  uint8_t proto;
+  size_t l4;
+  bool to_us;
+  if (type == kEthIPv4) {
+    if (n - off < kIPv4Len) return PuntClass::kOther;
+    const unsigned ihl = (ip[0] & 0x0F) * 4u;
+    if (ihl < kIPv4Len || n - off < ihl) return PuntClass::kOther;
+    if (own_source) *own_source = svc.own_source_v4(ip + 12);
+    if (ld16(ip + 6) & 0x1FFF) return PuntClass::kOther;  // a later fragment: no L4 header to classify
+    proto = ip[9];
+    l4 = off + ihl;
+    to_us = svc.has_v4(ip + 16);
+  } else if (type == kEthIPv6) {
+    if (n - off < kIPv6Len) return PuntClass::kOther;
+    if (own_source) *own_source = svc.own_source_v6(ip + 8);
+    proto = ip[6];  // extension headers are not walked: such frames are "other"
+    l4 = off + kIPv6Len;
+    to_us = svc.has_v6(ip + 24);
+  } else {
+    return PuntClass::kOther;
+  }
+  constexpr uint8_t kTcp = 6, kIcmp6 = 58, kVrrp = 112;
+  if (proto == kVrrp) return PuntClass::kRouting;  // RFC 5798
+  if (proto == kIcmp6) {
+    // RFC 4861 4: router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
+    if (n < l4 + 1) return PuntClass::kOther;
+    return f[l4] >= 133 && f[l4] <= 137 ? PuntClass::kArpNd : PuntClass::kOther;
+  }
+  if (proto != kTcp && proto != kProtoUDP) return PuntClass::kOther;
+  if (n < l4 + 4) return PuntClass::kOther;
+  const uint16_t sport = ld16(f + l4), dport = ld16(f + l4 + 2);
+  if (proto == kTcp) {
+    if (sport == 179 || dport == 179) return PuntClass::kRouting;  // BGP, RFC 4271
+    if (to_us && sport == 53) return PuntClass::kResolverReply;
+    if (to_us && dport == 53) return PuntClass::kDnsTcp;
+    return PuntClass::kOther;
+  }
+  if (dport == 3784 || dport == 3785 || dport == 4784) return PuntClass::kRouting;  // BFD, RFC 5881/5883
+  if (to_us && dport == 53) return PuntClass::kQuery;
+  if (to_us && sport == 53 && dport >= 1024) return PuntClass::kResolverReply;
+  return PuntClass::kOther;
+}
+
+Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& q, RxVerified hw, Origin origin) {
   const uint8_t* f = frame.data();
   const size_t n = frame.size();
 
@@ -147,7 +207,9 @@ Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Quer
 
   size_t l4, ip_end;
   const uint8_t* ip = f + off;
+  q.qend = 0;
   if (type == kEthIPv4) {
+    q.v6 = false;
     // RFC 1812 5.2.2: (1) length >= 20, (2) checksum, (3) version 4, (4) IHL >= 5,
     // (5) total length >= IHL * 4 and within the frame (Ethernet may pad short frames).
     if (n - off < kIPv4Len) return Counter::drop_ipv4_header;
@@ -156,6 +218,9 @@ Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Quer
     const uint16_t total = ld16(ip + 2);
     if (total < ihl || total > n - off) return Counter::drop_ipv4_header;
     if (!hw.ip_cksum && !ipv4_header_sum_ok(ip, ihl)) return Counter::drop_ipv4_checksum;
+    // Before any punt: a spoofed probe source would reach the resolver as the node's own probe,
+    // a spoofed service address as the node talking to itself.
+    if (origin == Origin::kWire && svc.own_source_v4(ip + 12)) return Counter::drop_spoofed_source;
     // RFC 791 3.1: MF flag or a fragment offset means a fragment; reassembly is the kernel's job.
     if (ld16(ip + 6) & 0x3FFF) return Counter::punt_ipv4_fragment;
     if (ip[9] != kProtoUDP) return Counter::punt_not_udp;
@@ -170,10 +235,12 @@ Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Quer
     l4 = off + ihl;
     ip_end = off + total;
   } else if (type == kEthIPv6) {
+    q.v6 = true;
     // RFC 8200 3: version 6, payload length within the frame (0 = jumbogram, RFC 2675: not here).
     if (n - off < kIPv6Len || (ip[0] >> 4) != 6) return Counter::drop_ipv6_header;
     const uint16_t plen = ld16(ip + 4);
     if (plen == 0 || plen > n - off - kIPv6Len) return Counter::drop_ipv6_header;
+    if (origin == Origin::kWire && svc.own_source_v6(ip + 8)) return Counter::drop_spoofed_source;
     const uint8_t nh = ip[6];
     if (nh != kProtoUDP) return ipv6_ext_header(nh) ? Counter::punt_ipv6_ext : Counter::punt_not_udp;
     if (!svc.has_v6(ip + 24)) return Counter::punt_not_ours;

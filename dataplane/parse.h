@@ -34,6 +34,17 @@ struct ServiceView {
       if (std::memcmp(v6[i], a, 16) == 0) return true;
     return false;
   }
+
+  // The readiness probe's source addresses (probe.h): only the node itself sends from them, so a
+  // NIC frame carrying one, or a service address, as its source is spoofed.
+  uint8_t probe4[4] = {}, probe6[16] = {};
+  bool has_probe = false;
+  bool own_source_v4(const uint8_t* a) const {
+    return (has_probe && std::memcmp(probe4, a, 4) == 0) || has_v4(a);
+  }
+  bool own_source_v6(const uint8_t* a) const {
+    return (has_probe && std::memcmp(probe6, a, 16) == 0) || has_v6(a);
+  }
 };
 
 // Validated view of a DNS query frame. Offsets are from the start of the frame.
@@ -42,7 +53,8 @@ struct Query {
   uint16_t l4 = 0;        // UDP header
   uint16_t dns = 0;       // DNS header
   uint16_t dns_len = 0;   // DNS message length, from the UDP length
-  uint16_t qend = 0;      // offset of the byte after QCLASS, relative to dns
+  uint16_t qend = 0;      // offset of the byte after QCLASS, relative to dns; on a DNS-shaped punt
+                          // nonzero only when the whole message was walked (a REFUSED can be built)
   uint16_t opt = 0;       // offset of the OPT RR relative to dns (0: no EDNS)
   uint16_t qtype = 0, qclass = 0;
   uint16_t hdr_flags = 0;  // DNS header flags word as received (QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode)
@@ -60,8 +72,33 @@ struct RxVerified {
   bool l4_cksum = false;
 };
 
+// Who put the frame on the worker's path: the NIC (anyone), or the node itself (the readiness probe,
+// which is sent from the probe source on purpose).
+enum class Origin : uint8_t { kWire, kNode };
+
 // Returns Counter::query_ok with `out` filled, or the punt/drop reason (kind_of() tells which).
-Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& out, RxVerified hw = {});
+// kWire: any IP frame whose source is the probe source or a service address is dropped
+// (drop_spoofed_source), whatever it carries: only the node sends from those.
+Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& out, RxVerified hw = {},
+                    Origin origin = Origin::kWire);
+
+// What a punted frame is, for the exception path's budgets (PuntBudgets, policy_limits.h), in
+// priority order: the first three keep a reserve of the exception ring.
+enum class PuntClass : uint8_t { kArpNd, kResolverReply, kRouting, kDnsTcp, kQuery, kOther };
+inline constexpr size_t kPuntClasses = 6;
+
+// Classifies a frame for Linux from its headers (Ethernet, up to two VLAN tags, IPv4/IPv6, ICMPv6
+// type or TCP/UDP ports; every length checked here). kQuery: UDP to port 53 of a service address.
+// own_source: set when the frame's IP source is the probe source or a service address (a spoofed
+// frame from the wire: parse_query's drop_spoofed_source, for frames it does not see).
+PuntClass classify_punt(std::span<const uint8_t> frame, const ServiceView& svc, bool* own_source = nullptr);
+
+// The parser's punt verdicts for a UDP query to port 53 of a service address that the fast path
+// leaves to the resolver: the allow list applies to them as to any query.
+constexpr bool dns_shaped_punt(Counter v) {
+  return v == Counter::punt_dns_opcode || v == Counter::punt_dns_shape || v == Counter::punt_edns_version ||
+         v == Counter::punt_edns_ecs;
+}
 
 // Internet checksum (RFC 1071). The sum is taken over bytes as they lie in memory (byte-order
 // independent, RFC 1071 2(B)), so the folded value is stored back with memcpy, no swapping.

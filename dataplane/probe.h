@@ -42,8 +42,8 @@ namespace tern::dp {
 // An address/MAC pair no client uses. Linux reaches it through the exception interface only.
 struct ProbeSource {
   std::array<uint8_t, 6> mac{0x02, 0x74, 0x65, 0x72, 0x6e, 0x01};  // locally administered, "tern"
-  std::array<uint8_t, 4> v4{198, 18, 255, 254};
-  std::array<uint8_t, 16> v6{0x20, 0x01, 0x00, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xfe};
+  std::array<uint8_t, 4> v4 = kProbeSource4;
+  std::array<uint8_t, 16> v6 = kProbeSource6;
 };
 
 // One probe on the wire: what the frame carries and what its reply must match.

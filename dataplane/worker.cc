@@ -9,6 +9,7 @@
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 #include <rte_prefetch.h>
+#include <rte_random.h>
 #include <rte_ring.h>
 
 #include <ctime>
@@ -26,17 +27,37 @@ constexpr unsigned kFirstSleepUs = 8;
 
 const Policy kNobody{};  // before the first publish: nobody is allowed (never an open resolver)
 
+// Indexed by PuntClass.
+constexpr Counter kPuntDrop[kPuntClasses] = {Counter::drop_punt_arp_nd,  Counter::drop_punt_resolver,
+                                             Counter::drop_punt_routing, Counter::drop_punt_dns_tcp,
+                                             Counter::drop_punt_query,   Counter::drop_punt_other};
+
 void apply_policy(Worker& w, std::shared_ptr<const Policy> p) {
   const Policy& pol = p ? *p : kNobody;
   w.acl = &pol.allow;
   w.refuse_outside = pol.refuse_outside;
   w.stale_on_limit = pol.stale_on_limit;
   w.miss_bucket.configure(pol.miss_rate_qps, pol.miss_burst, w.tsc_hz, rte_rdtsc());
+  w.rrl.configure(pol.rrl, w.tsc_hz);
+  const uint64_t now = rte_rdtsc();
+  const PuntBudgets& b = pol.punt;
+  w.arp_bucket.configure(b.arp_nd.rate_per_s, b.arp_nd.burst, w.tsc_hz, now);
+  w.resolver_bucket.configure(b.resolver_replies.rate_per_s, b.resolver_replies.burst, w.tsc_hz, now);
+  w.routing_bucket.configure(b.routing.rate_per_s, b.routing.burst, w.tsc_hz, now);
+  w.dns_tcp_bucket.configure(b.dns_tcp.rate_per_s, b.dns_tcp.burst, w.tsc_hz, now);
+  w.other_bucket.configure(b.other.rate_per_s, b.other.burst, w.tsc_hz, now);
+  const unsigned cap = w.conf.exception_ring ? rte_ring_get_capacity(w.conf.exception_ring) : 0;
+  w.ring_reserve = static_cast<unsigned>(uint64_t{cap} * std::min<uint32_t>(b.ring_reserve_pct, 100) / 100);
+  w.rrl_responses = w.rrl.on(Rrl::kResponses);
+  w.rrl_errors = w.rrl.on(Rrl::kErrors);
   w.policy = std::move(p);  // the old Policy may be freed here, off the hot path
 }
 
 void apply_service(Worker& w, const ServiceAddrSet* s) {
   ServiceView v;
+  std::memcpy(v.probe4, w.conf.probe_source4.data(), 4);
+  std::memcpy(v.probe6, w.conf.probe_source6.data(), 16);
+  v.has_probe = true;
   if (s) {
     for (const auto& a : s->v4) {
       if (v.n4 == ServiceView::kMax) break;
@@ -50,8 +71,10 @@ void apply_service(Worker& w, const ServiceAddrSet* s) {
   w.service = v;
 }
 
+inline const uint8_t* client_addr(const uint8_t* f, const Query& q) { return f + q.l3 + (q.v6 ? 8 : 12); }
+
 inline bool allowed(const Worker& w, const uint8_t* f, const Query& q) {
-  return q.v6 ? w.acl->contains_v6(f + q.l3 + 8) : w.acl->contains_v4(f + q.l3 + 12);
+  return q.v6 ? w.acl->contains_v6(client_addr(f, q)) : w.acl->contains_v4(client_addr(f, q));
 }
 
 // Resizes the single-segment mbuf (checked in stage 1) to the answer's length and sets the TX
@@ -81,10 +104,15 @@ uint32_t cache_clock_s() {
   return static_cast<uint32_t>(ts.tv_sec);
 }
 
-Worker::Worker(const WorkerConf& c) : conf(c), reader(c.cache->register_reader()) {
+Worker::Worker(const WorkerConf& c)
+    : conf(c),
+      reader(c.cache->register_reader()),
+      punt_budget{&arp_bucket, &resolver_bucket, &routing_bucket, &dns_tcp_bucket, &miss_bucket, &other_bucket} {
   tsc_hz = rte_get_tsc_hz();
   now_s = cache_clock_s();
+  rrl.seed(rte_rand(), rte_rand());
   apply_policy(*this, nullptr);
+  apply_service(*this, nullptr);
 }
 
 Worker::~Worker() { conf.cache->unregister_reader(reader); }
@@ -155,14 +183,49 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
     w.count(c);
     rte_pktmbuf_free(m);
   };
-  auto punt = [&](rte_mbuf* m, Counter c) {
+  auto punt = [&](rte_mbuf* m, Counter c, PuntClass cls) {
     w.count(c);
+    m->hash.usr = static_cast<uint32_t>(cls);  // to_exception_ring reads it (ring reserve)
     exc[out.n_exc++] = m;
+  };
+  uint64_t tsc1 = 0;  // stage 1 reads the TSC only when a punt or a REFUSED needs it
+  auto now1 = [&] { return tsc1 ? tsc1 : (tsc1 = rte_rdtsc()); };
+  // A frame for Linux: within its class's budget (the probe passes none), else dropped.
+  auto punt_budgeted = [&](rte_mbuf* m, Counter c, PuntClass cls) {
+    if (src == Source::kNic && !w.punt_budget[static_cast<size_t>(cls)]->take(now1())) {
+      drop(m, kPuntDrop[static_cast<size_t>(cls)]);
+      return;
+    }
+    punt(m, c, cls);
+  };
+  // A client outside the allow list: REFUSED (within the RRL error rate, slipped past it) or drop.
+  auto refuse = [&](rte_mbuf* m, const Query& qq) {
+    if (!w.refuse_outside || qq.qend == 0) {
+      drop(m, Counter::drop_acl);  // no REFUSED for it: policy, or a message not walked to its end
+      return;
+    }
+    uint8_t* wf = rte_pktmbuf_mtod(m, uint8_t*);
+    // RRL, error class: REFUSED is what an outsider can reflect at a victim.
+    const Rrl::Verdict rv = w.rrl_errors ? w.rrl.check(client_addr(wf, qq), qq.v6, Rrl::kErrors, now1()) : Rrl::kPass;
+    if (rv == Rrl::kDrop) {
+      drop(m, Counter::drop_rrl_refused);
+      return;
+    }
+    const size_t len = rv == Rrl::kSlip ? build_truncated(wf, mbuf_cap(m), qq, true, opts)
+                                        : build_refused(wf, mbuf_cap(m), qq, opts);
+    if (len == 0) {
+      drop(m, Counter::drop_acl);  // never hand an outside client's query to the resolver
+      return;
+    }
+    fit_mbuf(m, len, qq, opts.cksum_offload);
+    w.count(rv == Rrl::kSlip ? Counter::answer_slipped : Counter::answer_refused);
+    tx[out.n_tx++] = m;
   };
   w.count(Counter::rx_packets, n);
 
-  // Stage 1: parse, ACL. The ACL applies to what the fast path would answer; frames it punts (TCP,
-  // other opcodes, ECS...) reach the resolver, which applies the same allow list itself.
+  // Stage 1: parse, ACL, punt budgets. The ACL applies to every UDP query for the resolver: what
+  // the fast path answers and the shapes it punts (other opcodes, ECS, EDNS versions, IP options).
+  // Everything else for Linux is classified and passes its class's budget (PuntBudgets).
   // A query frame spans two cache lines (Ethernet to the question is ~70-100 bytes): fetch both.
   auto prefetch_frame = [](const rte_mbuf* m) {
     const char* d = rte_pktmbuf_mtod(m, const char*);
@@ -177,34 +240,43 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
     if (i + kPrefetchAhead < n) prefetch_frame(rx[i + kPrefetchAhead]);
     rte_mbuf* m = rx[i];
     if (m->nb_segs != 1) {
-      punt(m, Counter::punt_no_room);  // a query never needs a chain; Linux can have it
+      // A query never needs a chain; Linux can have it (the headers are in the first segment).
+      bool spoofed = false;
+      const PuntClass cls =
+          classify_punt({rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m)}, w.service, &spoofed);
+      if (spoofed && src == Source::kNic) {
+        drop(m, Counter::drop_spoofed_source);
+        continue;
+      }
+      punt_budgeted(m, Counter::punt_no_room, cls);
       continue;
     }
     const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
     const RxVerified hw{(m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD,
                         (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD};
-    const Counter v = parse_query({f, rte_pktmbuf_data_len(m)}, w.service, q[i], hw);
-    if (v != Counter::query_ok) {
-      if (kind_of(v) == CounterKind::kPunt)
-        punt(m, v);
-      else
+    const Counter v = parse_query({f, rte_pktmbuf_data_len(m)}, w.service, q[i], hw,
+                                  src == Source::kProbe ? Origin::kNode : Origin::kWire);
+    if (v != Counter::query_ok) [[unlikely]] {
+      if (kind_of(v) != CounterKind::kPunt) {
         drop(m, v);
+        continue;
+      }
+      if (src == Source::kProbe) {
+        punt(m, v, PuntClass::kQuery);
+        continue;
+      }
+      const PuntClass cls =
+          dns_shaped_punt(v) ? PuntClass::kQuery : classify_punt({f, rte_pktmbuf_data_len(m)}, w.service);
+      if (cls == PuntClass::kQuery && !allowed(w, f, q[i])) {
+        refuse(m, q[i]);  // a query for the resolver, from outside the allow list
+        continue;
+      }
+      punt_budgeted(m, v, cls);
       continue;
     }
     w.count(Counter::query_ok);
     if (src == Source::kNic && !allowed(w, f, q[i])) {
-      if (!w.refuse_outside) {
-        drop(m, Counter::drop_acl);
-        continue;
-      }
-      const size_t len = build_refused(rte_pktmbuf_mtod(m, uint8_t*), mbuf_cap(m), q[i], opts);
-      if (len == 0) {
-        drop(m, Counter::drop_acl);  // never hand an outside client's query to the resolver
-        continue;
-      }
-      fit_mbuf(m, len, q[i], opts.cksum_offload);
-      w.count(Counter::answer_refused);
-      tx[out.n_tx++] = m;
+      refuse(m, q[i]);
       continue;
     }
     todo[ntodo++] = static_cast<uint8_t>(i);
@@ -247,7 +319,7 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
       // lasts (it refreshes the entry); past the budget a stale entry is answered (RFC 8767 4),
       // anything else dropped, so a random-subdomain flood never reaches the kernel at line rate.
       if (src == Source::kProbe || w.miss_bucket.take(now_tsc)) {
-        punt(m, Counter::miss_punted);
+        punt(m, Counter::miss_punted, PuntClass::kQuery);
         continue;
       }
       if (r.kind != cache::Lookup::kStale) {
@@ -256,11 +328,31 @@ BurstOut process_chunk(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
       }
       stale = true;
     }
+    // RRL, response class (off by default: one predictable branch per answer).
+    if (w.rrl_responses && src == Source::kNic) [[unlikely]] {
+      const Rrl::Verdict rv = w.rrl.check(client_addr(rte_pktmbuf_mtod(m, const uint8_t*), q[i]), q[i].v6,
+                                          Rrl::kResponses, now_tsc);
+      if (rv == Rrl::kDrop) {
+        drop(m, Counter::drop_rrl);
+        continue;
+      }
+      if (rv == Rrl::kSlip) {
+        const size_t len = build_truncated(rte_pktmbuf_mtod(m, uint8_t*), mbuf_cap(m), q[i], false, opts);
+        if (len == 0) {
+          drop(m, Counter::drop_rrl);
+          continue;
+        }
+        fit_mbuf(m, len, q[i], opts.cksum_offload);
+        w.count(Counter::answer_slipped);
+        tx[out.n_tx++] = m;
+        continue;
+      }
+    }
     bool truncated = false;
     const size_t len =
         build_answer(rte_pktmbuf_mtod(m, uint8_t*), mbuf_cap(m), q[i], *r.entry, w.now_s, stale, opts, &truncated);
     if (len == 0) {
-      punt(m, Counter::punt_no_room);
+      punt(m, Counter::punt_no_room, PuntClass::kQuery);  // the resolver answers it (the miss budget was not taken)
       continue;
     }
     fit_mbuf(m, len, q[i], opts.cksum_offload);
@@ -286,9 +378,27 @@ BurstOut process_burst(Worker& w, std::span<rte_mbuf* const> rx, rte_mbuf** tx, 
 
 namespace {
 
-// Worker rings toward the service thread: a full ring is a counted drop, never a wait.
+// Worker rings toward the service thread: a full ring is a counted drop, never a wait. The last
+// ring_reserve slots are for ARP/ND, the resolver's replies and routing (PuntClass order): when the
+// service thread falls behind, those still get through.
 void to_exception_ring(Worker& w, rte_mbuf** exc, unsigned n) {
   rte_ring* r = w.conf.exception_ring;
+  if (r && w.ring_reserve) {
+    const unsigned free = rte_ring_free_count(r);
+    if (free < n + w.ring_reserve) {
+      unsigned keep = 0;
+      for (unsigned i = 0; i < n; ++i) {
+        const bool high = exc[i]->hash.usr <= static_cast<uint32_t>(PuntClass::kRouting);
+        if (high || free > w.ring_reserve + keep) {
+          exc[keep++] = exc[i];
+        } else {
+          w.count(Counter::drop_exception_reserve);
+          rte_pktmbuf_free(exc[i]);
+        }
+      }
+      n = keep;
+    }
+  }
   const unsigned q = r ? rte_ring_sp_enqueue_burst(r, reinterpret_cast<void**>(exc), n, nullptr) : 0;
   if (q < n) {
     w.count(Counter::drop_exception_full, n - q);

@@ -25,9 +25,11 @@
 #include "acl.h"
 #include "cache/cache.h"
 #include "counters.h"
+#include "policy_limits.h"
 #include "parse.h"
 #include "proto/policy.h"
 #include "ratelimit.h"
+#include "rrl.h"
 
 struct rte_mbuf;
 struct rte_ring;
@@ -47,6 +49,8 @@ struct Policy {
   bool refuse_outside = true;   // REFUSED (true) or silent drop (false) for other clients
   uint32_t miss_rate_qps = 2000, miss_burst = 500;  // per worker token bucket before the exception ring
   bool stale_on_limit = true;   // answer stale instead of dropping an over-limit miss
+  RrlLimits rrl;                // response rate limiting per client prefix (policy_limits.h)
+  PuntBudgets punt;             // the exception path's budgets per class (policy_limits.h)
 
   static Policy compile(const proto::Policy& v) {
     Policy p;
@@ -85,6 +89,11 @@ struct ServiceAddrSet {  // network byte order; at most ServiceView::kMax per fa
 };
 class ServiceAddrs : public Published<ServiceAddrSet> {};
 
+// Default readiness probe source (probe.h, --probe-source4/6): 198.18.255.254, 2001:2::ffff:fffe.
+inline constexpr std::array<uint8_t, 4> kProbeSource4{198, 18, 255, 254};
+inline constexpr std::array<uint8_t, 16> kProbeSource6{0x20, 0x01, 0x00, 0x02, 0, 0, 0, 0,
+                                                       0,    0,    0,    0,    0xff, 0xff, 0xff, 0xfe};
+
 struct WorkerConf {
   unsigned index = 0;                 // worker number: the core="N" label
   uint16_t port = 0, rx_queue = 0, tx_queue = 0;
@@ -99,6 +108,9 @@ struct WorkerConf {
   int socket_id = -1;                 // NUMA socket for the Worker allocation (-1: any)
   rte_ring* probe_in = nullptr;       // readiness probes (probe.h): control thread -> this worker, SP/SC
   rte_ring* probe_out = nullptr;      // probe answered from the cache -> control thread, MP/SC
+  // The probe's source addresses: NIC frames from them are spoofed and dropped.
+  std::array<uint8_t, 4> probe_source4 = kProbeSource4;
+  std::array<uint8_t, 16> probe_source6 = kProbeSource6;
   // Ports with no TX queue for the service thread (NicPort::service_via_worker, AF_XDP on a veth):
   // its frames for the NIC, service thread -> worker 0, SP/SC; sent on this worker's TX queue.
   rte_ring* service_tx_in = nullptr;
@@ -129,9 +141,14 @@ struct alignas(64) Worker {
   std::shared_ptr<const Policy> policy;  // keeps `acl` alive; never dereferenced on the hot path
   const Acl* acl = nullptr;
   bool refuse_outside = true, stale_on_limit = true;
+  bool rrl_responses = false, rrl_errors = false;  // RRL classes on (copied from rrl, off the big table)
   uint64_t policy_gen = ~0ull, service_gen = ~0ull;
-  TokenBucket miss_bucket;
+  TokenBucket miss_bucket;  // misses and query shapes for the resolver (PuntClass::kQuery)
+  TokenBucket arp_bucket, resolver_bucket, routing_bucket, dns_tcp_bucket, other_bucket;
+  TokenBucket* const punt_budget[kPuntClasses];  // by PuntClass
+  unsigned ring_reserve = 0;  // exception ring slots kept for the first three classes
   ServiceView service;
+  Rrl rrl;  // 64 KiB, last: only touched for responses when RRL is on
 
   void count(Counter c, uint64_t n = 1) { counters[index(c)] += n; }
 };

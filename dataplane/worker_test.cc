@@ -98,15 +98,22 @@ struct WorkerTest : ::testing::Test {
     ASSERT_TRUE(r.stored()) << cache::to_string(r.reason);
   }
 
+  void set_rrl(const RrlLimits& l) {
+    auto p = std::make_shared<Policy>(*policy.load());
+    p->rrl = l;
+    policy.publish(p);
+    worker_housekeeping(*w);
+  }
+
   struct Run {
     std::vector<Bytes> tx, exc;
   };
-  Run run(const std::vector<Bytes>& frames) {
+  Run run(const std::vector<Bytes>& frames, Source src = Source::kNic) {
     std::vector<rte_mbuf*> in;
     for (const Bytes& f : frames) in.push_back(mbuf(f));
     rte_mbuf* tx[kBurst];
     rte_mbuf* exc[kBurst];
-    const BurstOut o = process_burst(*w, in, tx, exc);
+    const BurstOut o = process_burst(*w, in, tx, exc, src);
     Run r;
     for (unsigned i = 0; i < o.n_tx; ++i) r.tx.push_back(bytes(tx[i]));
     for (unsigned i = 0; i < o.n_exc; ++i) r.exc.push_back(bytes(exc[i]));
@@ -119,6 +126,40 @@ struct WorkerTest : ::testing::Test {
 };
 
 uint16_t flags_of(const Bytes& f, size_t dns) { return static_cast<uint16_t>(f[dns + 2] << 8 | f[dns + 3]); }
+
+// An IPv4 frame of QuerySpec s carrying another IP protocol (the bytes after the IP header are
+// the UDP header's; only ports and types are looked at).
+Bytes ip_proto(const QuerySpec& s, uint8_t proto) {
+  Bytes f = test::query_frame(s);
+  f[14 + 9] = proto;
+  test::fix_checksums(f, 14, false);
+  return f;
+}
+Bytes arp_frame() {
+  Bytes f = test::query_frame(QuerySpec{});
+  f[12] = 0x08;
+  f[13] = 0x06;
+  return f;
+}
+Bytes udp_to(uint16_t dport, const char* src = "198.18.0.100", uint16_t sport = 40000) {
+  QuerySpec s;
+  s.src = src;
+  s.sport = sport;
+  s.dport = dport;
+  return test::query_frame(s);
+}
+Bytes syn_to(uint16_t dport, uint16_t sport = 40000) {
+  QuerySpec s;
+  s.sport = sport;
+  s.dport = dport;
+  return ip_proto(s, 6);
+}
+Bytes neighbour_solicitation() {
+  Bytes f = test::query_frame(v6spec());
+  f[14 + 6] = 58;  // ICMPv6
+  f[54] = 135;     // RFC 4861 4.3
+  return f;
+}
 
 TEST_F(WorkerTest, MixedBurstEachFrameGoesWhereItShould) {
   QuerySpec hit;
@@ -201,6 +242,265 @@ TEST_F(WorkerTest, MissBudgetThenStaleThenDrop) {
   EXPECT_EQ(r.exc.size(), 1u);
   EXPECT_TRUE(r.tx.empty());
   EXPECT_EQ(c(Counter::drop_rate_limited), 4u);
+}
+
+// Only the node sends from the probe source and its service addresses: such a frame from the NIC
+// is spoofed, whatever it carries (a query with ECS would reach the resolver as the node's own
+// probe and fill the cache; a SYN or a datagram to another port would reach Linux as the node
+// talking to itself).
+TEST_F(WorkerTest, SpoofedProbeOrServiceSourceIsDroppedBeforeAnyPunt) {
+  QuerySpec ecs;
+  ecs.src = "198.18.255.254";
+  ecs.edns.present = true;
+  ecs.edns.options = {0, 8, 0, 7, 0, 1, 24, 0, 198, 18, 0};  // RFC 7871: family 1, /24
+  QuerySpec closed;
+  closed.src = "198.18.255.254";
+  closed.dport = 9;
+  QuerySpec tcp6 = v6spec();
+  tcp6.src = "2001:2::ffff:fffe";
+  Bytes syn6 = test::query_frame(tcp6);
+  syn6[14 + 6] = 6;  // next header TCP: the bytes after it are not looked at
+  QuerySpec from_svc;
+  from_svc.src = "198.18.0.53";  // a service address
+  QuerySpec from_svc6 = v6spec();
+  from_svc6.src = "2001:2::53";
+  QuerySpec client;
+  client.qname = "legit.lab.";
+  Run r = run({test::query_frame(ecs), test::query_frame(closed), syn6, test::query_frame(from_svc),
+               test::query_frame(from_svc6), test::query_frame(client)});
+  EXPECT_TRUE(r.tx.empty());
+  ASSERT_EQ(r.exc.size(), 1u) << "only the client's miss reaches Linux";
+  EXPECT_EQ(r.exc[0], test::query_frame(client));
+  EXPECT_EQ(c(Counter::drop_spoofed_source), 5u);
+
+  // A frame in two segments (jumbo, or a driver that chains) is not parsed, but its source is checked.
+  auto chained = [](const Bytes& f) {
+    rte_mbuf* head = mbuf(Bytes(f.begin(), f.begin() + 40));
+    rte_mbuf* tail = mbuf(Bytes(f.begin() + 40, f.end()));
+    EXPECT_EQ(rte_pktmbuf_chain(head, tail), 0);
+    return head;
+  };
+  rte_mbuf* in[2] = {chained(test::query_frame(closed)), chained(test::query_frame(client))};
+  rte_mbuf* tx[2];
+  rte_mbuf* exc[2];
+  const BurstOut o = process_burst(*w, in, tx, exc);
+  EXPECT_EQ(o.n_tx, 0u);
+  ASSERT_EQ(o.n_exc, 1u) << "the client's chained frame goes to Linux";
+  rte_pktmbuf_free(exc[0]);
+  worker_housekeeping(*w);
+  EXPECT_EQ(c(Counter::drop_spoofed_source), 6u);
+
+  // The probe itself comes from the probe source, through the inject ring, not the NIC.
+  QuerySpec probe;
+  probe.src = "198.18.255.254";
+  probe.qname = "probe.lab.";
+  r = run({test::query_frame(probe)}, Source::kProbe);
+  EXPECT_EQ(r.exc.size(), 1u) << "the probe's miss goes to the resolver";
+  EXPECT_EQ(c(Counter::drop_spoofed_source), 6u);
+}
+
+// RRL, error class: an outsider spoofing a victim's address gets REFUSED sent there at most at the
+// error rate per prefix; every slip-th limited one goes out truncated, the rest are dropped.
+TEST_F(WorkerTest, RefusedIsRateLimitedPerPrefixWithSlip) {
+  RrlLimits l;
+  l.errors_per_s = 5;
+  l.burst_s = 1;
+  l.slip = 2;
+  set_rrl(l);
+  std::vector<Bytes> frames;
+  for (int i = 0; i < 20; ++i) {
+    QuerySpec s;
+    s.src = i % 2 ? "192.0.2.1" : "192.0.2.77";  // one /24
+    s.id = static_cast<uint16_t>(i);
+    frames.push_back(test::query_frame(s));
+  }
+  Run r = run(frames);
+  EXPECT_EQ(c(Counter::answer_refused), 5u) << "a burst of rate * burst_s";
+  EXPECT_EQ(c(Counter::answer_slipped), 7u) << "every 2nd of the 15 limited ones";
+  EXPECT_EQ(c(Counter::drop_rrl_refused), 8u);
+  ASSERT_EQ(r.tx.size(), 12u);
+  unsigned tc = 0;
+  for (const Bytes& f : r.tx) {
+    const uint16_t fl = flags_of(f, 42);
+    EXPECT_EQ(fl & 0x800F, 0x8005) << "REFUSED either way";
+    tc += (fl & 0x0200) != 0;
+    EXPECT_TRUE(test::udp_checksum_ok(f, 14, false));
+  }
+  EXPECT_EQ(tc, 7u);
+  QuerySpec other;
+  other.src = "192.0.3.1";  // another /24 has its own budget
+  r = run({test::query_frame(other)});
+  ASSERT_EQ(r.tx.size(), 1u);
+  EXPECT_EQ(flags_of(r.tx[0], 42), 0x8105);
+  // Credit comes back with time (5 per second).
+  std::this_thread::sleep_for(std::chrono::milliseconds(450));
+  QuerySpec again;
+  again.src = "192.0.2.1";
+  r = run({test::query_frame(again)});
+  ASSERT_EQ(r.tx.size(), 1u);
+  EXPECT_EQ(flags_of(r.tx[0], 42), 0x8105);
+}
+
+// RRL, response class, IPv6 /56: off by default; when on, hits over the rate are dropped (slip 0).
+TEST_F(WorkerTest, AnswersAreRateLimitedPerPrefixWhenConfigured) {
+  QuerySpec hit = v6spec();
+  hit.qname = "hit.lab.";
+  store(hit, 300, w->now_s);
+  auto from = [&](const char* src, int n) {
+    std::vector<Bytes> f;
+    for (int i = 0; i < n; ++i) {
+      QuerySpec s = hit;
+      s.src = src;
+      s.id = static_cast<uint16_t>(i);
+      f.push_back(test::query_frame(s));
+    }
+    return f;
+  };
+  EXPECT_EQ(run(from("2001:2::100", 30)).tx.size(), 30u) << "no response limit by default";
+  RrlLimits l;
+  l.responses_per_s = 3;
+  l.burst_s = 1;
+  l.slip = 0;
+  set_rrl(l);
+  EXPECT_EQ(run(from("2001:2::100", 10)).tx.size(), 3u);
+  EXPECT_EQ(run(from("2001:2:0:ff::1", 10)).tx.size(), 0u) << "same /56";
+  EXPECT_EQ(run(from("2001:2:0:100::1", 10)).tx.size(), 3u) << "another /56";
+  EXPECT_EQ(c(Counter::drop_rrl), 24u);
+  EXPECT_EQ(c(Counter::answer_slipped), 0u);
+  l.slip = 1;  // every limited answer goes out truncated
+  set_rrl(l);
+  Run r = run(from("2001:2::100", 2));
+  ASSERT_EQ(r.tx.size(), 2u);
+  EXPECT_EQ(flags_of(r.tx[0], 62), 0x8380) << "QR RD TC RA, no records";
+  EXPECT_EQ(r.tx[0][62 + 7], 0) << "ANCOUNT 0";
+  EXPECT_TRUE(test::udp_checksum_ok(r.tx[0], 14, true));
+}
+
+// Each kind of frame for Linux has its own budget: a flood of UDP to a closed port and of SYNs to
+// port 53 uses up "other" and "DNS over TCP", while ARP, ND, the resolver's upstream answers and
+// VRRP/BGP/BFD arriving after it still pass.
+TEST_F(WorkerTest, PuntClassesHaveTheirOwnBudgets) {
+  auto p = std::make_shared<Policy>(*policy.load());
+  p->punt.other = {1, 5};
+  p->punt.dns_tcp = {1, 5};
+  p->punt.arp_nd = {1, 3};
+  p->punt.resolver_replies = {1, 3};
+  p->punt.routing = {1, 3};
+  policy.publish(p);
+  worker_housekeeping(*w);
+  for (int k = 0; k < 4; ++k) {  // 40 + 40 flood frames, in bursts of 20
+    std::vector<Bytes> flood;
+    for (int i = 0; i < 10; ++i) {
+      flood.push_back(udp_to(9));
+      flood.push_back(syn_to(53));
+    }
+    run(flood);
+  }
+  EXPECT_EQ(c(Counter::drop_punt_other), 35u);
+  EXPECT_EQ(c(Counter::drop_punt_dns_tcp), 35u);
+  Run r = run({arp_frame(), neighbour_solicitation(), udp_to(40001, "198.18.1.1", 53),
+               ip_proto(QuerySpec{}, 112), syn_to(179), udp_to(3784), arp_frame(), udp_to(40002, "198.18.1.1", 53)});
+  EXPECT_EQ(r.exc.size(), 8u) << "the flood did not use their budgets";
+  EXPECT_EQ(c(Counter::drop_punt_arp_nd) + c(Counter::drop_punt_resolver) + c(Counter::drop_punt_routing), 0u);
+  r = run({arp_frame(), udp_to(40003, "198.18.1.1", 53), udp_to(3785)});
+  EXPECT_EQ(r.exc.size(), 1u) << "resolver replies had one left; ARP/ND and routing none";
+  EXPECT_EQ(c(Counter::drop_punt_arp_nd), 1u);
+  EXPECT_EQ(c(Counter::drop_punt_resolver), 0u);
+  EXPECT_EQ(c(Counter::drop_punt_routing), 1u);
+}
+
+// Query shapes the fast path leaves to the resolver are queries all the same: the allow list and
+// the miss budget apply to them.
+TEST_F(WorkerTest, AllowListAndMissBudgetApplyToPuntedQueryShapes) {
+  set_policy("198.18.0.0/16,2001:2::/48", true, 1, 2, true);
+  worker_housekeeping(*w);
+  auto shaped = [](const char* src, int kind) {
+    QuerySpec s;
+    s.src = src;
+    s.edns.present = true;
+    if (kind == 0) s.edns.options = {0, 8, 0, 7, 0, 1, 24, 0, 198, 18, 0};  // ECS
+    if (kind == 1) s.edns.version = 1;
+    if (kind == 2) s.flags = 4 << 11;  // NOTIFY
+    return test::query_frame(s);
+  };
+  QuerySpec outsider;
+  outsider.src = "192.0.2.1";
+  Bytes options = test::query_frame(outsider);
+  options.insert(options.begin() + 34, {1, 1, 1, 0});  // IPv4 header with 4 bytes of options (NOPs)
+  options[14] = 0x46;
+  options[17] = static_cast<uint8_t>(options[17] + 4);
+  test::fix_checksums(options, 14, false);
+
+  Run r = run({shaped("192.0.2.1", 0), shaped("192.0.2.1", 1), shaped("192.0.2.1", 2), options});
+  EXPECT_TRUE(r.exc.empty()) << "nothing from outside the allow list reaches the resolver";
+  ASSERT_EQ(r.tx.size(), 2u) << "ECS and EDNS version: REFUSED; NOTIFY and IP options: dropped";
+  for (const Bytes& f : r.tx) {
+    EXPECT_EQ(flags_of(f, 42), 0x8105);
+    EXPECT_TRUE(test::udp_checksum_ok(f, 14, false));
+    EXPECT_EQ(f[42 + 11], 1) << "ARCOUNT 1: our OPT";
+  }
+  EXPECT_EQ(c(Counter::answer_refused), 2u);
+  EXPECT_EQ(c(Counter::drop_acl), 2u);
+
+  r = run({shaped("198.18.0.100", 0), shaped("198.18.0.100", 1), shaped("198.18.0.100", 2)});
+  EXPECT_EQ(r.exc.size(), 2u) << "allowed: to the resolver within the miss budget (burst 2)";
+  EXPECT_EQ(c(Counter::drop_punt_query), 1u);
+}
+
+// When the service thread falls behind, the last slots of the exception ring are kept for ARP/ND,
+// the resolver's replies and routing.
+TEST_F(WorkerTest, ExceptionRingReserveKeepsRoomForHighPriorityPunts) {
+  rte_ring* rxr = rte_ring_create("rr_rx", 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* txr = rte_ring_create("rr_tx", 256, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  rte_ring* exr = rte_ring_create("rr_exc", 64, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  ASSERT_TRUE(rxr && txr && exr);
+  const int port = rte_eth_from_rings("rr_port", &rxr, 1, &txr, 1, SOCKET_ID_ANY);
+  ASSERT_GE(port, 0) << rte_strerror(rte_errno);
+  const uint16_t pid = static_cast<uint16_t>(port);
+  rte_eth_conf conf{};
+  ASSERT_EQ(rte_eth_dev_configure(pid, 1, 1, &conf), 0);
+  ASSERT_EQ(rte_eth_rx_queue_setup(pid, 0, 256, SOCKET_ID_ANY, nullptr, pool()), 0);
+  ASSERT_EQ(rte_eth_tx_queue_setup(pid, 0, 256, SOCKET_ID_ANY, nullptr), 0);
+  ASSERT_EQ(rte_eth_dev_start(pid), 0);
+  auto p = std::make_shared<Policy>(*policy.load());
+  p->punt.ring_reserve_pct = 50;  // 31 of 63 slots
+  policy.publish(p);
+  worker_destroy(w);
+  WorkerConf c;
+  c.port = pid;
+  c.cache = &cache;
+  c.policy = &policy;
+  c.service = &service;
+  c.stop = &stop;
+  c.exception_ring = exr;
+  c.idle = IdleMode::kSleep;
+  c.sleep_max_us = 200;
+  std::string err;
+  w = worker_create(c, &err);
+  ASSERT_NE(w, nullptr) << err;
+  EXPECT_EQ(w->ring_reserve, 31u);
+
+  for (int i = 0; i < 40; ++i) ASSERT_EQ(rte_ring_enqueue(exr, mbuf(udp_to(9))), 0);  // a backlog: 23 free
+  std::vector<rte_mbuf*> in;
+  for (int i = 0; i < 10; ++i) in.push_back(mbuf(udp_to(9)));
+  for (int i = 0; i < 3; ++i) in.push_back(mbuf(arp_frame()));
+  in.push_back(mbuf(udp_to(40001, "198.18.1.1", 53)));
+  in.push_back(mbuf(ip_proto(QuerySpec{}, 112)));
+  ASSERT_EQ(rte_ring_enqueue_burst(rxr, reinterpret_cast<void**>(in.data()), static_cast<unsigned>(in.size()), nullptr),
+            in.size());
+  std::thread t([&] { worker_loop(*w); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (w->counter(Counter::rx_packets) < in.size() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  stop = true;
+  t.join();
+  EXPECT_EQ(w->counter(Counter::drop_exception_reserve), 10u) << "the closed-port datagrams";
+  EXPECT_EQ(rte_ring_count(exr), 45u) << "the backlog, ARP, the resolver's reply, VRRP";
+  EXPECT_EQ(w->counter(Counter::drop_exception_full), 0u);
+  drain_probe_rings(std::array<rte_ring*, 2>{exr, txr});
+  rte_eth_dev_stop(pid);
+  rte_eth_dev_close(pid);
+  for (rte_ring* r : {rxr, txr, exr}) rte_ring_free(r);
 }
 
 TEST_F(WorkerTest, ServiceAddressMovesAtHousekeeping) {

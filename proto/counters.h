@@ -26,6 +26,7 @@
   X(answer_stale,        kCount, "answered stale because the miss rate limit was reached (RFC 8767)") \
   X(answer_refused,      kCount, "REFUSED built in place for a client outside the allow list") \
   X(answer_truncated,    kCount, "answered with TC=1 because the answer exceeds the client's buffer") \
+  X(answer_slipped,      kCount, "over the response rate limit, sent truncated (TC=1, RRL slip) instead of dropped") \
   X(miss_punted,         kCount, "cache misses sent to the exception ring within the rate limit") \
   X(housekeeping,        kCount, "housekeeping passes (quiescent point, policy check, stats publish)") \
   X(idle_sleeps,         kCount, "idle sleeps taken (kSleep mode)") \
@@ -48,6 +49,7 @@
   X(drop_eth_short,      kDrop,  "frame shorter than its Ethernet / VLAN headers") \
   X(drop_vlan_depth,     kDrop,  "more than two VLAN tags") \
   X(drop_ipv4_header,    kDrop,  "IPv4 version, IHL or total length inconsistent with the frame") \
+  X(drop_spoofed_source, kDrop,  "IP source is the probe source or a service address: only the node sends from those") \
   X(drop_ipv4_checksum,  kDrop,  "IPv4 header checksum wrong") \
   X(drop_ipv4_source,    kDrop,  "IPv4 source is broadcast, multicast, loopback or zero (RFC 1812 5.3.7)") \
   X(drop_ipv6_header,    kDrop,  "IPv6 version or payload length inconsistent with the frame") \
@@ -63,7 +65,16 @@
   X(drop_dns_trailing,   kDrop,  "bytes after the last record") \
   X(drop_acl,            kDrop,  "client outside the allow list and policy says drop") \
   X(drop_rate_limited,   kDrop,  "cache miss over the per-worker miss rate, no stale answer") \
+  X(drop_rrl,            kDrop,  "answer over the per-prefix response rate (RRL), not slipped") \
+  X(drop_rrl_refused,    kDrop,  "REFUSED over the per-prefix error rate (RRL), not slipped") \
   X(drop_exception_full, kDrop,  "exception ring full") \
+  X(drop_exception_reserve, kDrop, "low-priority punt (DNS over TCP, query, other) while the exception ring is nearly full") \
+  X(drop_punt_arp_nd,    kDrop,  "ARP / ICMPv6 ND over its exception budget") \
+  X(drop_punt_resolver,  kDrop,  "reply to the resolver (from port 53) over its exception budget") \
+  X(drop_punt_routing,   kDrop,  "VRRP / BGP / BFD over its exception budget") \
+  X(drop_punt_dns_tcp,   kDrop,  "DNS over TCP (port 53 of a service address) over its exception budget") \
+  X(drop_punt_query,     kDrop,  "query shape for the resolver (ECS, opcode, EDNS version, IP options) over the miss budget") \
+  X(drop_punt_other,     kDrop,  "any other frame for Linux (ICMP, other ports, fragments...) over its exception budget") \
   X(drop_tx_full,        kDrop,  "NIC TX queue did not take the frame") \
   X(drop_probe_full,     kDrop,  "probe answer ring full (the control thread stopped reading it)")
 
@@ -81,6 +92,11 @@
   X(fill_skipped_tc,   "truncated answers not offered to the cache") \
   X(fill_skipped_ecs,  "answers carrying EDNS Client Subnet, not cached (RFC 7871 7.3)") \
   X(fill_skipped_frag, "fragmented answers (the cache needs the whole message)") \
+  X(fill_failed_nomem, "cache insert failed for lack of memory: answer sent, not cached") \
+  X(fill_failed,       "cache insert failed otherwise (exception from the cache): answer sent, not cached") \
+  X(fill_unmatched,    "DNS answers from a service address matching no query the node punted: sent, never cached") \
+  X(pending_recorded,  "client queries punted to Linux and recorded, so that their answers may fill the cache") \
+  X(pending_evicted,   "recorded queries given up for a newer one (their set was full): that answer will not be cached") \
   X(service_rx,        "frames received on the service thread's own NIC RX queue") \
   X(addr_updates,      "service address set republished after a netlink change") \
   X(idle_sleeps,       "service thread idle sleeps") \

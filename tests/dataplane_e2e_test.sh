@@ -90,6 +90,9 @@ EOF
 }
 # Sum of a per-core counter over every core.
 counter() { ctl stats | awk -v n="tern_dp_$1_total" '$1 ~ "^"n"[{]" { s += $2 } END { print s + 0 }'; }
+# Cache hits answered to clients: the readiness probe (tern-control probes every second) is
+# answered from the cache too, and counted in answer_hit as well as in probe_answered.
+client_hits() { echo $(($(counter answer_hit) - $(counter probe_answered))); }
 svc_counter() { ctl stats | awk -v n="tern_dp_service_$1_total" '$1 == n { print $2 }'; }
 q() { ip netns exec "$1" kdig +time=3 +retry=1 "${@:2}"; }
 # The answer section's records without TTLs, sorted: "same answer, TTLs aside".
