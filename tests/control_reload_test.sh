@@ -294,8 +294,9 @@ dataplane-socket = $W/dp.sock" >"$CONF"
 ctl reload >/dev/null || fail "reload with a dataplane socket failed"
 wait "$LOOP_PID" || fail "the dataplane peer got no request"
 LOOP_PID=
-[[ $(cat "$W/dp.log") == "policy allow=127.0.0.0/8,198.18.0.0/15" ]] ||
-  fail "dataplane got '$(cat "$W/dp.log")', want 'policy allow=127.0.0.0/8,198.18.0.0/15'"
+# The whole policy (proto/policy.h), with this config's generation and allow list.
+[[ $(cat "$W/dp.log") =~ ^policy\ generation=[0-9]+\ allow=127.0.0.0/8,198.18.0.0/15\ refuse=1\  ]] ||
+  fail "dataplane got '$(cat "$W/dp.log")', want 'policy generation=N allow=127.0.0.0/8,198.18.0.0/15 refuse=1 ...'"
 for _ in $(seq 1 20); do [[ $(stat_of dataplane_policy_pushes_total) == 1 ]] && break; sleep 0.1; done
 [[ $(stat_of dataplane_policy_pushes_total) == 1 ]] || fail "dataplane_policy_pushes_total is not 1"
 pass "allow list pushed to the dataplane socket after apply"
