@@ -887,7 +887,7 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   for (const Rec& r : rrs) offs.push_back(static_cast<uint16_t>(r.ttl_off - sec_off));
 
   const size_t bytes = entry_bytes(key.name_len, offs.size(), sec_len);
-  if (bytes + Table::bytes(kMinSlots) > lim.max_bytes / (shard_mask_ + 1)) return reject(Reject::no_memory);
+  if (bytes + Table::bytes(kMinSlots) > shard_budget_.load(std::memory_order_relaxed)) return reject(Reject::no_memory);
 
   // 4. Build the immutable entry before taking the lock.
   struct FreeEntry {
