@@ -180,7 +180,7 @@ hit = sum(delta("tern_dp_answer_hit_total", c) + delta("tern_dp_answer_stale_tot
 per = " ".join(f"core{c}: {delta('tern_dp_query_ok_total', c) / dt:.0f}q/s" for c in cores)
 fills = delta("tern_dp_service_fill_inserted_total", None) + delta("tern_dp_service_fill_replaced_total", None)
 print(f"qps {q / dt:7.0f}  hit ratio {100 * hit / q if q else 0:5.1f}%  misses->resolver {sum(delta('tern_dp_miss_punted_total', c) for c in cores) / dt:5.0f}/s"
-      f"  fills {fills / dt:4.0f}/s  cache entries {b.get(('tern_cache_entries', None), 0)}  [{per}]", flush=True)
+      f"  fills {fills / dt:4.0f}/s  cache entries {b.get(('tern_dp_cache_entries', None), 0)}  [{per}]", flush=True)
 EOF
   prev=$cur prev_t=$cur_t
 done
