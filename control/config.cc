@@ -223,6 +223,18 @@ proto::Policy dataplane_policy(const Config& c) {
   p.cache.servfail_ttl = c.servfail_ttl;
   p.cache.stale_window = c.serve_stale ? c.stale_window : 0;
   p.cache.stale_answer_ttl = c.stale_answer_ttl;
+  p.rrl.responses_per_s = c.dp_rrl_responses;
+  p.rrl.errors_per_s = c.dp_rrl_errors;
+  p.rrl.burst_s = c.dp_rrl_burst_s;
+  p.rrl.slip = c.dp_rrl_slip;
+  p.rrl.ipv4_prefix = c.dp_rrl_ipv4_prefix;
+  p.rrl.ipv6_prefix = c.dp_rrl_ipv6_prefix;
+  p.punt.arp_nd = c.dp_punt_arp_nd;
+  p.punt.resolver_replies = c.dp_punt_resolver;
+  p.punt.routing = c.dp_punt_routing;
+  p.punt.dns_tcp = c.dp_punt_dns_tcp;
+  p.punt.other = c.dp_punt_other;
+  p.punt.ring_reserve_pct = c.dp_punt_ring_reserve;
   return p;
 }
 
@@ -472,6 +484,14 @@ bool apply_value(const OptionSpec& o, std::string_view value, Config& cfg, std::
       }
       return true;
     }
+    case OptType::rate_burst: {
+      std::string e;
+      if (!proto::parse_rate_burst(value, cfg.*std::get<proto::PuntBudget Config::*>(o.field), &e)) {
+        err = "'" + std::string(value) + "': " + e;
+        return false;
+      }
+      return true;
+    }
     case OptType::zone_list: {
       ZoneRoute z;
       if (!to_zone_route(value, z, err)) return false;
@@ -487,7 +507,9 @@ size_t list_size(const OptionSpec& o, const Config& cfg) {
   return std::visit(
       [&](auto mp) -> size_t {
         using V = std::remove_cvref_t<decltype(cfg.*mp)>;
-        if constexpr (std::is_arithmetic_v<V> || std::is_same_v<V, std::string>) return 0;
+        if constexpr (std::is_arithmetic_v<V> || std::is_same_v<V, std::string> ||
+                      std::is_same_v<V, proto::PuntBudget>)
+          return 0;
         else return (cfg.*mp).size();
       },
       o.field);
@@ -821,7 +843,8 @@ ParseResult parse_config_text(std::string_view text, const std::string& name) {
     std::visit(
         [&](auto mp) {
           using V = std::remove_reference_t<decltype(cfg.*mp)>;
-          if constexpr (!std::is_arithmetic_v<V> && !std::is_same_v<V, std::string>)
+          if constexpr (!std::is_arithmetic_v<V> && !std::is_same_v<V, std::string> &&
+                        !std::is_same_v<V, proto::PuntBudget>)
             (cfg.*mp).clear();
         },
         o.field);
@@ -1087,6 +1110,8 @@ std::string render_config(const Config& c) {
                 << "\n";
           } else if constexpr (std::is_same_v<V, std::string>) {
             if (!v.empty() || !o.required) out << o.name << " = " << v << "\n";
+          } else if constexpr (std::is_same_v<V, proto::PuntBudget>) {
+            out << o.name << " = " << proto::rate_burst_text(v) << "\n";
           } else if constexpr (std::is_same_v<V, std::vector<ZoneRoute>>) {
             for (const auto& z : v) {
               out << o.name << " = " << z.zone;

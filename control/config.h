@@ -86,6 +86,11 @@ struct Config {
   bool dp_stale_on_limit = true;
   size_t dp_cache_bytes = 64u << 20;
   bool dp_warm_restart = true;
+  // Response rate limiting and the exception path's budgets: per dataplane worker (proto/policy.h).
+  unsigned dp_rrl_responses = 0, dp_rrl_errors = 20, dp_rrl_burst_s = 2, dp_rrl_slip = 2;
+  unsigned dp_rrl_ipv4_prefix = 24, dp_rrl_ipv6_prefix = 56;
+  proto::PuntBudget dp_punt_arp_nd{}, dp_punt_resolver{}, dp_punt_routing{}, dp_punt_dns_tcp{}, dp_punt_other{};
+  unsigned dp_punt_ring_reserve = 25;
   // [health] (control/health.h: what each check means)
   std::vector<Endpoint> health_http_listen;  // /metrics /healthz /readyz; empty: no HTTP
   unsigned health_http_max_per_address = 8;  // HTTP connections from one client address

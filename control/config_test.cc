@@ -170,6 +170,43 @@ TEST_F(ConfigTest, ValuesOfEveryTypeParse) {
   EXPECT_EQ(c.tcp_idle_timeout_ms, 60000u);
 }
 
+// [dataplane] reaches the pushed policy whole, and its table defaults are proto's: the dataplane
+// behaves the same before the first push (its own defaults) and after it (tern.conf's).
+TEST_F(ConfigTest, DataplaneSectionBecomesThePolicy) {
+  auto d = parse(base());
+  ASSERT_TRUE(d.config) << all(d);
+  const proto::Policy defaults = dataplane_policy(*d.config), built_in;
+  EXPECT_EQ(defaults.rrl, built_in.rrl);
+  EXPECT_EQ(defaults.punt, built_in.punt);
+  EXPECT_EQ(defaults.miss_rate, built_in.miss_rate);
+  EXPECT_EQ(defaults.miss_burst, built_in.miss_burst);
+  EXPECT_EQ(defaults.cache, built_in.cache);
+
+  auto r = parse(base() +
+                 "[dataplane]\nrrl-responses-per-second = 50\nrrl-errors-per-second = 0\nrrl-burst = 5s\n"
+                 "rrl-slip = 0\nrrl-ipv4-prefix-length = 32\nrrl-ipv6-prefix-length = 64\n"
+                 "punt-arp-nd = 10/5\npunt-resolver-replies = 30000/6000\npunt-routing = 11/6\n"
+                 "punt-dns-tcp = 12/7\npunt-other = 0/1\npunt-ring-reserve = 40\n");
+  ASSERT_TRUE(r.config) << all(r);
+  const proto::Policy p = dataplane_policy(*r.config);
+  EXPECT_EQ(p.rrl, (proto::RrlLimits{50, 0, 5, 0, 32, 64}));
+  EXPECT_EQ(p.punt.arp_nd, (proto::PuntBudget{10, 5}));
+  EXPECT_EQ(p.punt.resolver_replies, (proto::PuntBudget{30000, 6000}));
+  EXPECT_EQ(p.punt.routing, (proto::PuntBudget{11, 6}));
+  EXPECT_EQ(p.punt.dns_tcp, (proto::PuntBudget{12, 7}));
+  EXPECT_EQ(p.punt.other, (proto::PuntBudget{0, 1}));
+  EXPECT_EQ(p.punt.ring_reserve_pct, 40u);
+  // What is pushed is what the dataplane decodes.
+  proto::Policy back;
+  std::string err;
+  ASSERT_TRUE(proto::decode_policy(proto::encode_policy(p), back, &err)) << err;
+  EXPECT_EQ(back, p);
+  // The last-known-good copy keeps them.
+  auto again = parse_config_text(render_config(*r.config), "lkg");
+  ASSERT_TRUE(again.config) << all(again);
+  EXPECT_EQ(dataplane_policy(*again.config).punt, p.punt);
+}
+
 TEST_F(ConfigTest, UnknownOptionNamesTheClosestKnownOne) {
   auto r = parse(base() + "[server]\nlisten-adress = 127.0.0.1:53\n");
   EXPECT_FALSE(r.config);
@@ -222,6 +259,9 @@ TEST_F(ConfigTest, BadValueOfEveryTypeSaysWhatWasExpected) {
       {"server", "allow = ", "empty value"},
       {"recursion", "forward-zone = example.org", "expected a zone name and at least one server"},
       {"recursion", "stub-zone = exa..mple. 198.18.0.1", "empty label"},
+      {"dataplane", "punt-other = 1000", "expected RATE/BURST"},
+      {"dataplane", "punt-arp-nd = 100/0", "a bucket depth of at least 1"},
+      {"dataplane", "rrl-ipv4-prefix-length = 33", "out of range: expected 0 to 32"},
   };
   for (const auto& c : cases) {
     auto r = parse(base() + "[" + c.section + "]\n" + c.line + "\n");

@@ -190,6 +190,61 @@ const std::array kOptions = {
                "new process starts warm instead of sending every query through the miss limiter.",
                &Config::dp_warm_restart},
 
+    OptionSpec{"dataplane", "rrl-responses-per-second", T::uint, "0", 0, 100000000, "0.2", true, false,
+               "Response rate limiting (RRL, as BIND's and Knot's): answers from the fast-path cache "
+               "per second to one client prefix, per worker; over it, answers are dropped or sent "
+               "truncated (rrl-slip). 0: no limit (right when every client is the platform's own; "
+               "set it where sources can be spoofed).",
+               &Config::dp_rrl_responses},
+    OptionSpec{"dataplane", "rrl-errors-per-second", T::uint, "20", 0, 100000000, "0.2", true, false,
+               "REFUSED answers per second to one prefix outside [server] allow, per worker: the "
+               "reflection an outsider can aim at a spoofed victim. 0: no limit.",
+               &Config::dp_rrl_errors},
+    OptionSpec{"dataplane", "rrl-burst", T::duration_s, "2s", 1, 60, "0.2", true, false,
+               "Seconds of rate a quiet client prefix may use at once (token bucket depth = rate x "
+               "this).",
+               &Config::dp_rrl_burst_s},
+    OptionSpec{"dataplane", "rrl-slip", T::uint, "2", 0, 10, "0.2", true, false,
+               "Every N-th rate-limited response is sent truncated (TC=1, no records) instead of "
+               "dropped, so a real client behind a spoofed prefix retries over TCP. 0: drop all; "
+               "1: truncate all.",
+               &Config::dp_rrl_slip},
+    OptionSpec{"dataplane", "rrl-ipv4-prefix-length", T::uint, "24", 0, 32, "0.2", true, false,
+               "Bits of an IPv4 source address that name one client for RRL.",
+               &Config::dp_rrl_ipv4_prefix},
+    OptionSpec{"dataplane", "rrl-ipv6-prefix-length", T::uint, "56", 0, 128, "0.2", true, false,
+               "Bits of an IPv6 source address that name one client for RRL.",
+               &Config::dp_rrl_ipv6_prefix},
+    OptionSpec{"dataplane", "punt-arp-nd", T::rate_burst, "2000/500", 0, 0, "0.2", true, false,
+               "Exception path budget, per worker, for ARP and IPv6 neighbour/router discovery: "
+               "frames per second / bucket depth. Highest priority: losing it loses the node's "
+               "neighbours.",
+               &Config::dp_punt_arp_nd},
+    OptionSpec{"dataplane", "punt-resolver-replies", T::rate_burst, "20000/4000", 0, 0, "0.2", true,
+               false,
+               "Exception path budget, per worker, for answers to tern-control's own upstream "
+               "queries (UDP from port 53 to an ephemeral port of a service address, TCP from port "
+               "53): frames per second / bucket depth.",
+               &Config::dp_punt_resolver},
+    OptionSpec{"dataplane", "punt-routing", T::rate_burst, "2000/500", 0, 0, "0.2", true, false,
+               "Exception path budget, per worker, for routing and failover peers (VRRP, BGP on "
+               "TCP 179, BFD on UDP 3784/3785/4784): frames per second / bucket depth.",
+               &Config::dp_punt_routing},
+    OptionSpec{"dataplane", "punt-dns-tcp", T::rate_burst, "5000/1000", 0, 0, "0.2", true, false,
+               "Exception path budget, per worker, for DNS over TCP to a service address (SYNs "
+               "included): frames per second / bucket depth.",
+               &Config::dp_punt_dns_tcp},
+    OptionSpec{"dataplane", "punt-other", T::rate_burst, "1000/200", 0, 0, "0.2", true, false,
+               "Exception path budget, per worker, for everything else sent to Linux (ICMP, UDP and "
+               "TCP to other ports, fragments, IPv6 extension headers): frames per second / bucket "
+               "depth. Client queries the cache cannot answer use miss-rate instead.",
+               &Config::dp_punt_other},
+    OptionSpec{"dataplane", "punt-ring-reserve", T::uint, "25", 0, 90, "0.2", true, false,
+               "Percent of the exception ring kept for ARP/ND, resolver replies and routing peers: "
+               "once less than this is free, DNS over TCP, client queries and other frames are "
+               "dropped (counted as drop_exception_reserve).",
+               &Config::dp_punt_ring_reserve},
+
     // [health]
     OptionSpec{"health", "http-listen", T::endpoint_list, "", 0, 0, "0.1", true, false,
                "ADDR:PORT for the HTTP endpoints /metrics (Prometheus), /healthz (liveness) "
@@ -285,6 +340,7 @@ std::string_view type_name(OptType t) {
     case T::endpoint_list: return "endpoint list";
     case T::prefix_list: return "prefix list";
     case T::zone_list: return "zone route";
+    case T::rate_burst: return "rate/burst";
   }
   return "?";
 }
@@ -302,6 +358,7 @@ std::string_view type_syntax(OptType t) {
       return "addresses with optional port: 198.18.0.53, 198.18.0.53:53, [2001:2::53]:53";
     case T::prefix_list: return "prefixes: 198.18.0.0/15, 2001:2::/48 (a bare address is a host)";
     case T::zone_list: return "a zone name then servers: example.org. 198.18.0.1 2001:2::1@5353";
+    case T::rate_burst: return "RATE/BURST: per second, then bucket depth (at least 1), e.g. 1000/200";
   }
   return "?";
 }

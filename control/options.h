@@ -29,6 +29,7 @@ enum class OptType {
   endpoint_list,  // ADDR[:PORT] ... (repeatable, composing)
   prefix_list,    // ADDR/LEN ... (repeatable, composing)
   zone_list,      // NAME ADDR[@PORT] ... (repeatable: one zone per line)
+  rate_burst,     // RATE/BURST, e.g. 1000/200 (proto's syntax for a punt budget)
 };
 
 // Where a parsed value lands in Config. uint32_t and unsigned are the same type on every
@@ -36,7 +37,8 @@ enum class OptType {
 using ConfigField =
     std::variant<bool Config::*, uint16_t Config::*, unsigned Config::*, size_t Config::*,
                  std::string Config::*, std::vector<Endpoint> Config::*,
-                 std::vector<Prefix> Config::*, std::vector<ZoneRoute> Config::*>;
+                 std::vector<Prefix> Config::*, std::vector<ZoneRoute> Config::*,
+                 proto::PuntBudget Config::*>;
 
 struct OptionSpec {
   std::string_view section;

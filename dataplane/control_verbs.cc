@@ -145,7 +145,6 @@ std::string apply_policy(DataplaneState& s, std::string_view args, std::string& 
   const cache::Cache::Limits before = s.cache->limits(), want = to_cache_limits(next.cache);
   if (!s.cache->set_limits(want, &err)) return refuse(err + "; raise [dataplane] cache-bytes");
   Policy np = Policy::compile(next);
-  if (cur) np.rrl = cur->rrl, np.punt = cur->punt;  // not in the pushed value yet: kept as started
   s.policy->publish(std::make_shared<const Policy>(std::move(np)));
   // Entries stored under the old TTL rules would keep them until they expire: a lower ttl-cap
   // must hold from now on, so the cache starts over (the stale window applies at lookup).

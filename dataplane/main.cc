@@ -79,7 +79,7 @@ constexpr const char* kUsage =
     "                         tern-control's [health] probe-deadline, so this error is the one seen)\n"
     "  --punt-budget CLASS=RATE/BURST  per-worker exception path budget of one class of frames for\n"
     "                         Linux, frames/s and bucket depth; CLASS: arp-nd, resolver, routing,\n"
-    "                         dns-tcp, other (defaults and meaning: dataplane/policy_limits.h)\n"
+    "                         dns-tcp, other (defaults and meaning: proto/policy.h)\n"
     "  --control-socket-group NAME  make the control socket 0660 for this group (tern-control\n"
     "                         running unprivileged talks to it); default root only, 0600. Make the\n"
     "                         socket's directory sticky when it is group-writable (packaging does)\n";
@@ -93,7 +93,7 @@ struct Options {
   uint64_t cache_bytes = 64u << 20;
   ProbeSource probe;
   unsigned probe_deadline_ms = 400;
-  PuntBudgets punt;
+  std::string policy_pairs;  // policy keys set by flags (--punt-budget), applied on top of the defaults
 };
 
 template <typename T>
@@ -148,23 +148,18 @@ int parse_args(int argc, char** argv, Options& o) {
         return 2;
       }
     } else if (a == "--punt-budget") {
+      // The policy codec owns the syntax: CLASS=RATE/BURST is its punt-CLASS key.
       if (!value(v)) return 2;
-      const size_t eq = v.find('='), slash = v.find('/');
-      const std::string cls = v.substr(0, eq);
-      PuntBudget* b = cls == "arp-nd"     ? &o.punt.arp_nd
-                      : cls == "resolver" ? &o.punt.resolver_replies
-                      : cls == "routing"  ? &o.punt.routing
-                      : cls == "dns-tcp"  ? &o.punt.dns_tcp
-                      : cls == "other"    ? &o.punt.other
-                                          : nullptr;
-      if (!b || eq == std::string::npos || slash == std::string::npos || slash < eq ||
-          !to_num(v.substr(eq + 1, slash - eq - 1), b->rate_per_s) || !to_num(v.substr(slash + 1), b->burst)) {
+      proto::Policy scratch;
+      std::string err;
+      if (v.find('=') == std::string::npos || !proto::decode_policy("punt-" + v, scratch, &err)) {
         std::fprintf(stderr,
                      "tern-dataplane: --punt-budget '%s': expected CLASS=RATE/BURST with CLASS one of arp-nd, "
-                     "resolver, routing, dns-tcp, other (e.g. other=1000/200)\n",
-                     v.c_str());
+                     "resolver, routing, dns-tcp, other (e.g. other=1000/200)%s%s\n",
+                     v.c_str(), err.empty() ? "" : ": ", err.c_str());
         return 2;
       }
+      o.policy_pairs += " punt-" + v;
     } else if (a == "--probe-deadline") {
       if (!value(v)) return 2;
       if (!to_num(v, o.probe_deadline_ms) || o.probe_deadline_ms == 0 || o.probe_deadline_ms > 60000) {
@@ -321,6 +316,10 @@ int run(int argc, char** argv) {
   pol.miss_rate = o.miss_rate;
   pol.miss_burst = o.miss_burst;
   pol.cache.max_bytes = o.cache_bytes;
+  if (std::string err; !proto::decode_policy(o.policy_pairs, pol, &err)) {  // checked one by one above
+    std::fprintf(stderr, "tern-dataplane: %s\n", err.c_str());
+    return 2;
+  }
   if (pol.allow.empty())
     std::fprintf(stderr, "tern-dataplane: no --allow: every client is %s until a policy is pushed\n",
                  o.refuse ? "REFUSED" : "dropped");
@@ -357,7 +356,6 @@ int run(int argc, char** argv) {
   }
   {
     Policy first = Policy::compile(pol);
-    first.punt = o.punt;  // start-up only: kept across pushes (apply_policy)
     node.policy.publish(std::make_shared<const Policy>(std::move(first)));
   }
 

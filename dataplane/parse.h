@@ -82,7 +82,7 @@ enum class Origin : uint8_t { kWire, kNode };
 Counter parse_query(std::span<const uint8_t> frame, const ServiceView& svc, Query& out, RxVerified hw = {},
                     Origin origin = Origin::kWire);
 
-// What a punted frame is, for the exception path's budgets (PuntBudgets, policy_limits.h), in
+// What a punted frame is, for the exception path's budgets (proto::PuntBudgets, proto/policy.h), in
 // priority order: the first three keep a reserve of the exception ring.
 enum class PuntClass : uint8_t { kArpNd, kResolverReply, kRouting, kDnsTcp, kQuery, kOther };
 inline constexpr size_t kPuntClasses = 6;

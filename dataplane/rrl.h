@@ -1,4 +1,4 @@
-// Response rate limiting per client prefix (RrlLimits in policy_limits.h), one table per worker.
+// Response rate limiting per client prefix (proto::RrlLimits, proto/policy.h), one table per worker.
 //
 // Owned by one worker: no atomics, no locks, no allocation (the table is part of the Worker).
 // GCRA: each (prefix, class) keeps a theoretical arrival time `tat` in TSC ticks; a response conforms
@@ -16,9 +16,13 @@
 #include <cstdint>
 #include <cstring>
 
-#include "policy_limits.h"
+#include "proto/policy.h"
 
 namespace tern::dp {
+
+using proto::PuntBudget;
+using proto::PuntBudgets;
+using proto::RrlLimits;
 
 class Rrl {
  public:
@@ -44,7 +48,7 @@ class Rrl {
     }
     slip_ = l.slip;
     mask4_ = l.ipv4_prefix >= 32 ? 0xFFFFFFFFu : l.ipv4_prefix == 0 ? 0 : ~0u << (32 - l.ipv4_prefix);
-    v6_bits_ = std::min<uint8_t>(l.ipv6_prefix, 128);
+    v6_bits_ = static_cast<uint8_t>(std::min<uint32_t>(l.ipv6_prefix, 128));
   }
 
   bool on(Class c) const { return on_[c]; }

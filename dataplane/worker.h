@@ -25,7 +25,6 @@
 #include "acl.h"
 #include "cache/cache.h"
 #include "counters.h"
-#include "policy_limits.h"
 #include "parse.h"
 #include "proto/policy.h"
 #include "ratelimit.h"
@@ -49,8 +48,8 @@ struct Policy {
   bool refuse_outside = true;   // REFUSED (true) or silent drop (false) for other clients
   uint32_t miss_rate_qps = 2000, miss_burst = 500;  // per worker token bucket before the exception ring
   bool stale_on_limit = true;   // answer stale instead of dropping an over-limit miss
-  RrlLimits rrl;                // response rate limiting per client prefix (policy_limits.h)
-  PuntBudgets punt;             // the exception path's budgets per class (policy_limits.h)
+  RrlLimits rrl;                // response rate limiting per client prefix (proto/policy.h)
+  PuntBudgets punt;             // the exception path's budgets per class (proto/policy.h)
 
   static Policy compile(const proto::Policy& v) {
     Policy p;
@@ -60,6 +59,8 @@ struct Policy {
     p.miss_rate_qps = v.miss_rate;
     p.miss_burst = v.miss_burst;
     p.stale_on_limit = v.stale_on_limit;
+    p.rrl = v.rrl;
+    p.punt = v.punt;
     return p;
   }
 };

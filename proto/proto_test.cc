@@ -66,6 +66,10 @@ Policy sample_policy(size_t prefixes) {
   p.cache.ttl_cap = 60;
   p.cache.stale_window = 0;
   p.cache.max_bytes = 123456789;
+  p.rrl = {100, 0, 3, 1, 28, 48};
+  p.punt.other = {10, 2};
+  p.punt.resolver_replies = {0, 1};
+  p.punt.ring_reserve_pct = 0;
   return p;
 }
 
@@ -86,6 +90,12 @@ TEST(Policy, DecodeIsAllOrNothingAndNamesTheProblem) {
   EXPECT_NE(err.find("unknown key 'colour'"), std::string::npos) << err;
   EXPECT_FALSE(decode_policy("refuse=1 refuse=0", p, &err));
   EXPECT_FALSE(decode_policy("allow=198.18.0.1/8", p, &err));
+  EXPECT_FALSE(decode_policy("punt-other=1000", p, &err));
+  EXPECT_NE(err.find("punt-other=1000: expected RATE/BURST"), std::string::npos) << err;
+  EXPECT_FALSE(decode_policy("punt-other=5/0", p, &err));
+  EXPECT_FALSE(decode_policy("rrl-ipv6-prefix=129", p, &err));
+  EXPECT_NE(err.find("from 0 to 128"), std::string::npos) << err;
+  EXPECT_FALSE(decode_policy("punt-ring-reserve=101", p, &err));
   EXPECT_EQ(p, before);
   ASSERT_TRUE(decode_policy("miss-rate=5", p, &err));
   EXPECT_EQ(p.miss_rate, 5u);

@@ -25,7 +25,8 @@ TC=$BUILD/control/tern-control
 NODE=tl-flN PEER=tl-flP CLI=tl-flC FLOOD=tl-flF NIC=tl-nicfl
 NODE4=198.18.0.53 PEER4=198.18.0.54 VIP=198.18.0.56 CLI4=198.18.0.120 FLOOD4=198.18.0.130
 BASE_SECS=${TERN_FLOOD_BASE_SECS:-8} FLOOD_SECS=${TERN_FLOOD_SECS:-10}
-# Per-worker budgets under test (tern-dataplane --punt-budget), and the flood rates (frames/s).
+# Per-worker budgets under test (tern.conf [dataplane] punt-*, pushed by tern-control), and the
+# flood rates (frames/s).
 OTHER_RATE=200 DNS_TCP_RATE=300
 UDP_PPS=${TERN_FLOOD_UDP_PPS:-8000} SYN_PPS=${TERN_FLOOD_SYN_PPS:-8000}
 WORK=$(mktemp -d /tmp/tern-flood.XXXXXX)
@@ -106,13 +107,13 @@ delta() { echo $(($(val "$2" "$3") - $(val "$1" "$3"))); }
 eval "$("$LAB" env)"
 
 # ------------------------------------------------------------------------- the node ----
-log "node: tern-dataplane (--punt-budget other=$OTHER_RATE/50 dns-tcp=$DNS_TCP_RATE/60) + tern-control + keepalived"
+log "node: tern-dataplane + tern-control ([dataplane] punt-other = $OTHER_RATE/50, punt-dns-tcp = $DNS_TCP_RATE/60) + keepalived"
 ip netns add "$NODE"
 ip -n "$NODE" link set lo up
 ip netns exec "$NODE" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
 sed "s/iface=tl-nic0/iface=$NIC/" "$SRC/hw-profiles/lab-tap.conf" >"$WORK/profile.conf"
 ip netns exec "$NODE" "$DP" --profile "$WORK/profile.conf" --control-socket "$SOCK" --allow 198.18.0.0/15 \
-  --punt-budget other=$OTHER_RATE/50 --punt-budget dns-tcp=$DNS_TCP_RATE/60 >"$WORK/dp.log" 2>&1 &
+  >"$WORK/dp.log" 2>&1 &
 PIDS[dp]=$!
 wait_for 20 test -S "$SOCK" || die "tern-dataplane did not start: $(tail -3 "$WORK/dp.log")"
 "$LAB" attach-if "$NIC" "$NODE" >/dev/null || die "lab.sh attach-if $NIC failed"
@@ -129,11 +130,17 @@ dataplane-socket = $SOCK
 state-dir = $WORK/state
 [recursion]
 root-hints = $LAB_ROOT_HINTS
+[dataplane]
+punt-other = $OTHER_RATE/50
+punt-dns-tcp = $DNS_TCP_RATE/60
 EOF
 ip netns exec "$NODE" "$TC" -c "$WORK/tern.conf" --foreground >"$WORK/tc.log" 2>&1 &
 PIDS[tc]=$!
 resolves() { ip netns exec "$NODE" kdig +time=2 +retry=0 @"$NODE4" . SOA 2>/dev/null | grep -q "status: NOERROR"; }
 wait_for 30 resolves || die "tern-control does not resolve '. SOA': $(tail -5 "$WORK/tc.log")"
+# The budgets come from tern.conf: tern-control's push, not a dataplane flag.
+pushed() { ctl policy | grep -q "punt-dns-tcp=$DNS_TCP_RATE/60 punt-other=$OTHER_RATE/50"; }
+wait_for 10 pushed || die "tern.conf's punt budgets did not reach the dataplane: $(ctl policy)"
 WORKERS=$(ctl stats | grep -c '^tern_dp_rx_packets_total{')
 
 # ------------------------------------------------------------------------ VRRP pair ----
