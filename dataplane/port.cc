@@ -36,6 +36,31 @@ uint64_t read_u64(const std::string& path) {
 // "net_tap0,iface=tl-nic0" -> "net_tap0"; the ethdev name of a vdev is its first field.
 std::string vdev_name(const std::string& device) { return device.substr(0, device.find(',')); }
 
+// The value of `key=` in a vdev argument string ("net_tap0,iface=tl-nic0" -> "tl-nic0"), or "".
+std::string vdev_arg(const std::string& device, std::string_view key) {
+  const std::string needle = "," + std::string(key) + "=";
+  size_t at = device.find(needle);
+  if (at == std::string::npos) return {};
+  at += needle.size();
+  return device.substr(at, device.find(',', at) - at);
+}
+
+// net_tap picks a random MAC on every start; a real NIC keeps its own. A restarted dataplane with a
+// new MAC is unreachable until every neighbour's ARP/ND entry for the service addresses expires
+// (clients and the authoritative servers answering tern-control), so the TAP standing in for the NIC
+// gets a MAC derived from its interface name: stable across restarts, distinct per node.
+std::string with_stable_tap_mac(const std::string& device) {
+  if (!vdev_arg(device, "mac").empty()) return device;
+  const std::string iface = vdev_arg(device, "iface");
+  uint32_t h = 2166136261u;  // FNV-1a of the name
+  for (unsigned char c : iface.empty() ? vdev_name(device) : iface) h = (h ^ c) * 16777619u;
+  char mac[18];
+  // 02: locally administered unicast; 74 ('t'); then the hash. The last bit is left clear: the
+  // node's own MAC is this one with it flipped (nic_port_setup).
+  std::snprintf(mac, sizeof mac, "02:74:%02x:%02x:%02x:%02x", h >> 24, (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xfe);
+  return device + ",mac=" + mac;
+}
+
 uint64_t rss_hf_of(uint32_t fields) {
   uint64_t hf = 0;
   if (fields & kRssIpv4) hf |= RTE_ETH_RSS_IPV4;
@@ -98,7 +123,7 @@ EalPlan build_eal_args(const Profile& p, const HugepageStatus& huge, const std::
     a.insert(a.end(), {"-a", p.device});
   } else {
     a.push_back("--no-pci");  // a lab profile must never grab a host NIC
-    a.push_back("--vdev=" + p.device);
+    a.push_back("--vdev=" + (p.driver == "net_tap" ? with_stable_tap_mac(p.device) : p.device));
   }
   auto given = [&](std::string_view opt) { return std::find(passthrough.begin(), passthrough.end(), opt) != passthrough.end(); };
   plan.no_huge = given("--no-huge");
@@ -128,12 +153,7 @@ EalPlan build_eal_args(const Profile& p, const HugepageStatus& huge, const std::
 bool preflight(const Profile& p, std::string* error) {
   // A tun device of an existing name is attached to, not created: a second
   // tern-dataplane in the same namespace would silently share the first one's TAPs.
-  auto iface_arg = [&](const std::string& args) -> std::string {
-    size_t at = args.find(",iface=");
-    if (at == std::string::npos) return {};
-    at += 7;
-    return args.substr(at, args.find(',', at) - at);
-  };
+  auto iface_arg = [](const std::string& args) { return vdev_arg(args, "iface"); };
   auto exists = [](const std::string& ifn) { return !ifn.empty() && ::if_nametoindex(ifn.c_str()) != 0; };
   if (p.driver == "net_tap" && exists(iface_arg(p.device))) {
     *error = "interface " + iface_arg(p.device) + " (the profile's NIC TAP) already exists in this network namespace: "

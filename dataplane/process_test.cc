@@ -34,7 +34,18 @@ TEST(EalArgs, LabProfileIsInMemoryVdevOnlyAndNeverProbesPci) {
   const auto& a = plan.args;
   EXPECT_TRUE(has(a, "--in-memory"));
   EXPECT_TRUE(has(a, "--no-pci"));
-  EXPECT_TRUE(has(a, "--vdev=net_tap0,iface=tl-nic0"));
+  // A MAC of its own, the same at every start (a restart must not orphan the neighbours' ARP
+  // entries), different for another interface name.
+  auto vdev = std::find_if(a.begin(), a.end(), [](const std::string& s) { return s.starts_with("--vdev="); });
+  ASSERT_NE(vdev, a.end());
+  EXPECT_TRUE(vdev->starts_with("--vdev=net_tap0,iface=tl-nic0,mac=02:74:")) << *vdev;
+  EXPECT_EQ(build_eal_args(p, HugepageStatus{1024, true}, "tl-exc0", {}).args, a);
+  Profile other = p;
+  other.device = "net_tap0,iface=tl-nic1";
+  EXPECT_FALSE(has(build_eal_args(other, HugepageStatus{1024, true}, "tl-exc0", {}).args, *vdev));
+  other.device = "net_tap0,iface=tl-nic0,mac=02:00:00:00:00:10";
+  EXPECT_TRUE(has(build_eal_args(other, HugepageStatus{1024, true}, "tl-exc0", {}).args,
+                  "--vdev=net_tap0,iface=tl-nic0,mac=02:00:00:00:00:10"));
   EXPECT_TRUE(has(a, "--file-prefix=tern-tl-exc0"));
   auto l = std::find(a.begin(), a.end(), "-l");
   ASSERT_NE(l, a.end());
