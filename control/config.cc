@@ -1088,10 +1088,13 @@ std::vector<std::string> keep_restart_only(const Config& running, Config& next) 
 
 namespace tern::control {
 
-std::string render_config(const Config& c) {
+std::string render_config(const Config& c) { return render_config_sections(c, {}); }
+
+std::string render_config_sections(const Config& c, std::initializer_list<std::string_view> only) {
   std::ostringstream out;
   std::string_view section;
   for (const auto& o : options()) {
+    if (only.size() && std::find(only.begin(), only.end(), o.section) == only.end()) continue;
     if (o.section != section) {
       section = o.section;
       out << (out.tellp() > 0 ? "\n[" : "[") << section << "]\n";

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -137,6 +138,9 @@ ParseResult parse_config_text(std::string_view text, const std::string& name);
 // The config as a file in canonical syntax, every option explicit (the last-known-good copy):
 // parse_config_text(render_config(c)) yields a Config equal to `c` except for `file`.
 std::string render_config(const Config&);
+// The same for the given sections only (every section when `only` is empty): compares parts of two
+// configs, e.g. whether a reload changed anything an answer depends on.
+std::string render_config_sections(const Config&, std::initializer_list<std::string_view> only);
 
 // Names ("[section] name") of restart-only options whose value differs between `running` and
 // `next`. Those fields in `next` are reset to the running values, so a reload applies the rest

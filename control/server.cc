@@ -222,8 +222,13 @@ class Frontend {
     set_.tcp_per_address = c.tcp_max_per_address;
     set_.tcp_message_ms = c.tcp_message_timeout_ms;
     set_.per_client = c.max_outstanding_per_client;
-    // TTL limits or routes may have changed: rebuild memoised answers from the RRsets.
-    msgcache_.clear();
+    // Memoised answers follow the TTL limits, routes and resolution rules they were built under:
+    // when a reload changes any of those, they are rebuilt from the RRsets. A reload that changes
+    // nothing they depend on keeps them (they are what warms a restarted dataplane).
+    if (std::string rules = render_config_sections(c, {"cache", "recursion", "dnssec"}); rules != answer_rules_) {
+      msgcache_.clear();
+      answer_rules_ = std::move(rules);
+    }
     msgcache_.set_max_bytes(std::max<size_t>(c.max_bytes / 8, 1u << 20));
     for (auto& [k, l] : listeners_)
       if (!next.count(k)) unregister(*l);  // closes when the last reference goes
@@ -667,6 +672,7 @@ class Frontend {
   resolver::Resolver& res_;
   Settings set_;
   resolver::MsgCache msgcache_;
+  std::string answer_rules_;  // render of [cache], [recursion], [dnssec] the memoised answers were built under
   Query fast_q_;                    // reused by fast_udp: keeps its string capacity
   std::unique_ptr<UdpBatch> batch_;  // receive/send buffers, reused every wakeup
   ServerStats st_;

@@ -220,6 +220,27 @@ TEST_F(ServerTest, SuccessfulReloadKeepsTheCache) {
   EXPECT_NE(dump.str().find("www.test."), std::string::npos);
 }
 
+// The memoised answers warm a restarted dataplane (export_answers): a reload that changes nothing
+// an answer depends on keeps them; one that changes a TTL rule rebuilds them from the RRsets.
+TEST_F(ServerTest, ReloadKeepsMemoisedAnswersUnlessTheirRulesChange) {
+  ASSERT_EQ(server_.apply(cfg_), std::nullopt);
+  EXPECT_EQ(ask("127.53.2.2", "www.test."), 0);
+  auto exported = [&] {
+    size_t n = 0;
+    server_.export_answers([&](std::span<const uint8_t>) { ++n; });
+    return n;
+  };
+  ASSERT_EQ(exported(), 1u);
+  Config next = cfg_;
+  next.allow.push_back(prefix(at("127.53.2.128/25").c_str()));
+  next.dp_warm_restart = !next.dp_warm_restart;
+  ASSERT_EQ(server_.apply(next), std::nullopt);
+  EXPECT_EQ(exported(), 1u);
+  next.ttl_cap = 60;
+  ASSERT_EQ(server_.apply(next), std::nullopt);
+  EXPECT_EQ(exported(), 0u);
+}
+
 // Issue 15 item 1: a client at max-outstanding-per-client that keeps streaming queries must
 // not make tern-control buffer them. The queries go to a server that never answers, so the
 // client stays at its limit; then it pushes up to 64 MB. What tern-control holds for the
