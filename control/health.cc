@@ -1,6 +1,7 @@
 #include "control/health.h"
 
 #include <netinet/in.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -364,6 +365,7 @@ struct HealthMonitor::Impl {
   Impl(EventLoop& l, HealthMonitor& o) : loop(l), owner(o), rng(std::random_device{}()) {}
   ~Impl() {
     if (next_timer) loop.cancel(next_timer);
+    unwatch_socket();
   }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
@@ -380,7 +382,10 @@ struct HealthMonitor::Impl {
   std::mt19937_64 rng;
   EventLoop::TimerId next_timer = 0;
   bool in_cycle = false;
+  bool rerun = false;  // the dataplane's socket changed during a cycle: start the next at once
   int pending = 0;
+  int watch_fd = -1;   // inotify on the dataplane socket's directory
+  std::string watch_name;
   uint64_t cycle_start_ms = 0, last_finish_ms = 0, cycles = 0;
 
   // The dataplane request in flight. Starting the next one or destroying the monitor abandons
@@ -458,7 +463,59 @@ struct HealthMonitor::Impl {
     ++cycles;
     notify();
     uint64_t elapsed = last_finish_ms - cycle_start_ms;
-    schedule(elapsed >= settings.interval_ms ? 0 : settings.interval_ms - elapsed);
+    schedule(rerun || elapsed >= settings.interval_ms ? 0 : settings.interval_ms - elapsed);
+    rerun = false;
+  }
+
+  // A dataplane that stops removes its control socket first, and a new one renames its socket
+  // into place: watching the directory turns a restart into a verdict at once instead of up to
+  // one interval later (a polled check alone would say "ready" for a dataplane that is gone, or
+  // that runs without tern.conf's policy). A crash leaves the file; the next cycle finds it dead.
+  void watch_socket(const std::string& path) {
+    unwatch_socket();
+    const size_t slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    watch_name = path.substr(slash == std::string::npos ? 0 : slash + 1);
+    watch_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (watch_fd < 0) return;  // polling alone still works
+    if (::inotify_add_watch(watch_fd, dir.c_str(), IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM) < 0) {
+      ::close(watch_fd);
+      watch_fd = -1;
+      return;
+    }
+    loop.add(watch_fd, EPOLLIN, [this](uint32_t) { on_socket_event(); });
+  }
+  void unwatch_socket() {
+    if (watch_fd < 0) return;
+    loop.remove(watch_fd);
+    ::close(watch_fd);
+    watch_fd = -1;
+  }
+  void on_socket_event() {
+    alignas(inotify_event) char buf[4096];
+    bool gone = false, changed = false;
+    for (;;) {
+      const ssize_t n = ::read(watch_fd, buf, sizeof buf);
+      if (n <= 0) break;
+      for (ssize_t off = 0; off < n;) {
+        const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
+        off += sizeof(inotify_event) + ev->len;
+        if (!ev->len || watch_name != ev->name) continue;
+        changed = true;
+        if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) gone = true;
+      }
+    }
+    if (!changed) return;
+    if (gone) {
+      dp_up = false;
+      dp_error = "control socket " + settings.dataplane_socket + " removed: tern-dataplane stopped or is restarting";
+      beats.clear();
+      prev_beats.clear();
+      dp_stats.clear();
+      notify();
+    }
+    if (in_cycle) rerun = true;
+    else schedule(0);
   }
 
   // Heartbeats -> stats -> probe, one after the other on fresh connections: the dataplane's
@@ -631,6 +688,8 @@ void HealthMonitor::configure(const HealthSettings& s) {
   if (socket_changed) {
     impl_->prev_beats.clear();
     impl_->beats.clear();
+    if (s.dataplane_socket.empty()) impl_->unwatch_socket();
+    else impl_->watch_socket(s.dataplane_socket);
   }
   if (!s.probe) impl_->probe_check = CheckState{};
   if (!s.canary) impl_->canary_check = CheckState{};

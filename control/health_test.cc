@@ -270,9 +270,29 @@ TEST_F(HealthTest, DataplaneGoneOrMuteIsNotLive) {
         << h.status().reason;
   }
   ASSERT_TRUE(run_until(loop, [&] {
-    return h.status().reason.find("connect") != std::string::npos;
+    return h.status().reason.find("no socket at") != std::string::npos;
   })) << h.status().reason;
   EXPECT_EQ(h.status().state, Health::not_live);
+}
+
+// A dataplane that stops removes its socket first: readiness fails at once, not one (here 60 s)
+// interval later, and a new socket renamed into place is checked at once too.
+TEST_F(HealthTest, DataplaneSocketRemovedFailsAtOnce) {
+  FakeResolver res;
+  EventLoop loop;
+  HealthMonitor h(loop);
+  FakeDataplane dp((dir_ / "dp.sock").string());
+  h.configure(settings(&res));
+  ASSERT_TRUE(run_until(loop, [&] { return h.status().state == Health::ready; }));
+  HealthSettings slow = settings(&res);
+  slow.interval_ms = 60000;
+  h.configure(slow);
+  run_until(loop, [&] { return false; }, 200);  // the re-run the new settings start
+  ASSERT_EQ(h.status().state, Health::ready) << h.status().reason;
+  ASSERT_EQ(::unlink((dir_ / "dp.sock").c_str()), 0);
+  ASSERT_TRUE(run_until(loop, [&] { return h.status().state == Health::not_live; }, 1000)) << h.status().reason;
+  // "removed" at once, then the immediate re-check's own words for a missing socket.
+  EXPECT_NE(h.status().reason.find("dp.sock"), std::string::npos) << h.status().reason;
 }
 
 TEST_F(HealthTest, FailingCanaryIsNotReadyButLive) {

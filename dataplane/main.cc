@@ -215,12 +215,14 @@ struct Node {
   ~Node() { teardown(); }
 
   void teardown() {
+    // The control socket goes first, while the workers still answer: tern-control watches it and
+    // fails readiness the moment it disappears, before a single query goes unanswered.
+    control.stop();
     g_stop.store(true);
     if (launched) {
       rte_eal_mp_wait_lcore();
       launched = false;
     }
-    control.stop();
     drain_rings(rings);
     drain_rings(probe_in);
     if (service_tx) drain_rings({service_tx});
