@@ -58,7 +58,7 @@ cleanup() {
   fi
   ip -n tl-inet link del tl-nic0 >/dev/null 2>&1
   ((LAB_WAS_UP)) || "$LAB" stop >/dev/null 2>&1
-  rm -rf "$WORK"
+  [[ -n ${TERN_TEST_KEEP_WORK:-} ]] && echo "kept $WORK" || rm -rf "$WORK"
   ((FAILED && rc == 0)) && rc=1
   exit "$rc"
 }
@@ -145,29 +145,53 @@ ip netns exec "$CLI" timeout 60 dnsperf -s "$TERN4" -d "$WORK/names.txt" -n 2 -Q
 # The hit ratio of the first 10 s after a restart: the new process's answer_hit / query_ok
 # once a 10 s load that starts with it has ended. /readyz meanwhile: false at least until the
 # heartbeats of the new process have been seen twice and its policy generation is the config's.
+# Not in a $(...) subshell: start_dp sets DP_PID, which the next stop_dp needs. Sets RATIO, READY_MS
+# and TIMELINE (readiness and the dataplane's policy generation, every 500 ms for the first 5 s).
 restart_hit_ratio() {
   stop_dp
+  # The old process's TAPs go with it; the node's network configuration acts on the new ones.
+  wait_for 10 "the old exception interface gone" bash -c "! ip -n $NODE link show tl-exc0"
+  # The stopped dataplane removed its socket: tern-control's watch has failed readiness already.
+  local z; z=$(readyz)
+  [[ $z != 200 ]] || fail "/readyz says 200 while tern-dataplane is stopped"
+  local t0 t g; t0=$(date +%s%N)
   start_dp
   ip netns exec "$CLI" timeout 15 dnsperf -s "$TERN4" -d "$WORK/names.txt" -l 10 -Q 300 -t 1 >"$WORK/perf.out" 2>&1 &
   LOAD_PID=$!
+  TIMELINE= READY_MS=
+  for _ in $(seq 10); do
+    t=$((($(date +%s%N) - t0) / 1000000))
+    # readyz first: once it says 200 the policy generation must already be the config's
+    # (generations only move forward), so a later sample that differs is a readiness lie.
+    z=$(readyz) g=$(dp_gen)
+    TIMELINE+=" ${t}ms:$z/gen$g"
+    [[ $z != 200 || $g == "$(cfg_gen)" ]] || fail "/readyz 200 at ${t} ms while the dataplane runs policy generation '$g', config $(cfg_gen)"
+    [[ -z $READY_MS && $z == 200 ]] && READY_MS=$t
+    sleep 0.5
+  done
   wait_for 30 "ready after the dataplane restart" is_ready
+  [[ -n $READY_MS ]] || READY_MS=$((($(date +%s%N) - t0) / 1000000))
   wait "$LOAD_PID" || true; LOAD_PID=
   local h1 q1
   h1=$(counter answer_hit); q1=$(counter query_ok)
-  echo "$h1 $q1" >"$WORK/ratio"
-  awk -v h="$h1" -v q="$q1" 'BEGIN { printf "%.3f", (q ? h / q : 0) }'
+  RATIO=$(awk -v h="$h1" -v q="$q1" 'BEGIN { printf "%.3f", (q ? h / q : 0) }')
+  RATIO_DETAIL="$h1 hits / $q1 queries; warm-up stored $(ctl stats | awk '$1 == "tern_dp_warm_inserted_total" { print $2 }'), refused $(ctl stats | awk '$1 == "tern_dp_warm_rejected_total" { print $2 }')"
 }
 reload_with() { write_conf "$@"; reload; }
 reload_with "warm-restart = no"
-cold=$(restart_hit_ratio)
+restart_hit_ratio
+cold=$RATIO
 refused=$(counter answer_refused)
-log "   cold restart: hit ratio in the first 10 s $cold ($(cat "$WORK/ratio") hits/queries)"
+log "   cold restart: hit ratio in the first 10 s $cold ($RATIO_DETAIL), ready with the policy after $READY_MS ms"
+log "     readyz/policy generation:$TIMELINE"
 grep -E 'Queries (sent|completed)|Response codes' "$WORK/perf.out" | sed 's/^/     /'
 # Load the names again so tern-control's answer cache holds them all.
 ip netns exec "$CLI" timeout 60 dnsperf -s "$TERN4" -d "$WORK/names.txt" -n 2 -Q 200 -t 2 >/dev/null 2>&1 || true
 reload_with "warm-restart = yes"
-warm=$(restart_hit_ratio)
-log "   warm restart: hit ratio in the first 10 s $warm ($(cat "$WORK/ratio") hits/queries)"
+restart_hit_ratio
+warm=$RATIO
+log "   warm restart: hit ratio in the first 10 s $warm ($RATIO_DETAIL), ready with the policy after $READY_MS ms"
+log "     readyz/policy generation:$TIMELINE"
 grep -E 'Queries (sent|completed)|Response codes' "$WORK/perf.out" | sed 's/^/     /'
 awk -v c="$cold" -v w="$warm" 'BEGIN { exit !(w > c) }' || fail "warm restart ($warm) not better than cold ($cold)"
 [[ $(dp_gen) == "$(cfg_gen)" ]] || fail "after the restart the dataplane runs generation $(dp_gen), config $(cfg_gen)"
