@@ -56,12 +56,14 @@ ip -n "$NS" addr add "$CLI4/$LAB_PREFIX4" dev tl0
 
 # The lab's reference unbound config, with num-threads as asked: started once by lab.sh (it
 # writes and checks the config), then run by us from a copy, one per thread count.
+cp "$LAB_RUN/unbound-$NS/unbound.conf" "$work/unbound-lab.conf"
 "$LAB" unbound-stop "$NS" >/dev/null
 start_unbound() {  # threads
   sed -e "s/num-threads: 1/num-threads: $1/" \
       -e "s|pidfile: .*|pidfile: \"$work/unbound-$1.pid\"|" \
       -e "s|logfile: .*|logfile: \"$work/unbound-$1.log\"|" \
-      "$LAB_RUN/unbound-$NS/unbound.conf" >"$work/unbound-$1.conf"
+      -e "s|directory: .*|directory: \"$work\"|" \
+      "$work/unbound-lab.conf" >"$work/unbound-$1.conf"
   grep -q "num-threads: $1" "$work/unbound-$1.conf" || { echo "control_vs_unbound: cannot set num-threads" >&2; exit 1; }
   ip netns exec "$NS" unbound -c "$work/unbound-$1.conf"
   for _ in $(seq 50); do [[ -s $work/unbound-$1.pid ]] && break; sleep 0.1; done
