@@ -10,15 +10,16 @@
 namespace tern::control::resolver {
 namespace {
 
-// Query IDs and 0x20 bits must be unpredictable (RFC 5452 §9.2): kernel CSPRNG, batched.
+// Query IDs and 0x20 bits must be unpredictable (RFC 5452 §9.2): kernel CSPRNG, batched,
+// one batch per thread (every event loop draws its own).
 uint32_t secure_random() {
-  static uint32_t pool[256];
-  static size_t left = 0;
+  thread_local uint32_t pool[256];
+  thread_local size_t left = 0;
   if (left == 0) {
     ssize_t n = getrandom(pool, sizeof pool, 0);
     left = n > 0 ? size_t(n) / sizeof pool[0] : 0;
     if (left == 0) {  // getrandom cannot fail on Linux ≥3.17 once seeded; be safe anyway
-      static std::random_device rd;
+      thread_local std::random_device rd;
       return rd();
     }
   }
