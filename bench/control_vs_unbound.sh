@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# tern-control vs unbound (num-threads: 1) in the lab, one after the other, same dnsperf:
+# tern-control vs unbound in the lab, each with 1 and then 2 threads ([server] threads,
+# num-threads), one after the other in the same run, same dnsperf:
 #   cache-hit: a small set of names (primed first), answered from cache
 #   cold:      unique names under the lab's wildcard zone, every one a miss
-# Prints a small table of queries per second. Not a test: it asserts nothing.
+# Every (server, threads) pair starts fresh (empty cache). Prints queries per second, the
+# tern/unbound ratios and each server's 2-thread/1-thread scaling. Not a test: it asserts
+# nothing. Writes control_qps and control_qps_threads2 (cold, tern) as KEY=VALUE to
+# $TERN_BENCH_RESULTS (default ./control_vs_unbound.kv) for `tern-bench plan --results`.
 #
 # usage: control_vs_unbound.sh TERN_CONTROL [SECONDS] [MAX_QPS]
 # Bounded: dnsperf -l SECONDS (default 10) -Q MAX_QPS (default 300000). Needs root.
@@ -22,12 +26,19 @@ CLI4=198.18.0.73
 [[ $(id -u) -eq 0 ]] || { echo "control_vs_unbound: needs root" >&2; exit 1; }
 command -v dnsperf >/dev/null || { echo "control_vs_unbound: dnsperf missing" >&2; exit 1; }
 
+RESULTS=${TERN_BENCH_RESULTS:-$PWD/control_vs_unbound.kv}
 work=$(mktemp -d /tmp/tern-bench.XXXXXX)
 started_lab=0
-tern_pid=
+tern_pid= unb_pid=
+stop_servers() {
+  [[ -n $tern_pid ]] && kill "$tern_pid" 2>/dev/null && wait "$tern_pid" 2>/dev/null
+  [[ -n $unb_pid ]] && kill "$unb_pid" 2>/dev/null
+  for _ in $(seq 50); do [[ -n $unb_pid ]] && kill -0 "$unb_pid" 2>/dev/null || break; sleep 0.1; done
+  tern_pid= unb_pid=
+}
 cleanup() {
   set +e
-  [[ -n $tern_pid ]] && kill "$tern_pid" 2>/dev/null && wait "$tern_pid" 2>/dev/null
+  stop_servers
   "$LAB" unbound-stop "$NS" >/dev/null 2>&1
   "$LAB" detach-ns "$NS" >/dev/null 2>&1
   [[ $started_lab == 1 ]] && "$LAB" stop >/dev/null 2>&1
@@ -43,22 +54,39 @@ ip -n "$NS" addr add "$UNB4/$LAB_PREFIX4" dev tl0
 ip -n "$NS" addr add "$CLI4/$LAB_PREFIX4" dev tl0
 "$LAB" unbound-start "$NS" "$UNB4" >/dev/null
 
-cat >"$work/tern.conf" <<EOF
+# The lab's reference unbound config, with num-threads as asked: started once by lab.sh (it
+# writes and checks the config), then run by us from a copy, one per thread count.
+cp "$LAB_RUN/unbound-$NS/unbound.conf" "$work/unbound-lab.conf"
+"$LAB" unbound-stop "$NS" >/dev/null
+start_unbound() {  # threads
+  sed -e "s/num-threads: 1/num-threads: $1/" \
+      -e "s|pidfile: .*|pidfile: \"$work/unbound-$1.pid\"|" \
+      -e "s|logfile: .*|logfile: \"$work/unbound-$1.log\"|" \
+      -e "s|directory: .*|directory: \"$work\"|" \
+      "$work/unbound-lab.conf" >"$work/unbound-$1.conf"
+  grep -q "num-threads: $1" "$work/unbound-$1.conf" || { echo "control_vs_unbound: cannot set num-threads" >&2; exit 1; }
+  ip netns exec "$NS" unbound -c "$work/unbound-$1.conf"
+  for _ in $(seq 50); do [[ -s $work/unbound-$1.pid ]] && break; sleep 0.1; done
+  unb_pid=$(cat "$work/unbound-$1.pid")
+}
+start_tern() {  # threads
+  cat >"$work/tern-$1.conf" <<EOF
 [server]
 listen = $TERN4:53
 allow = 198.18.0.0/15
 control-socket = $work/control.sock
 state-dir = $work
 max-outstanding-per-client = 10000
+threads = $1
 [recursion]
 root-hints = $LAB_ROOT_HINTS
 EOF
-ip netns exec "$NS" "$TERN_CONTROL" -c "$work/tern.conf" -f >"$work/tern.log" 2>&1 &
-tern_pid=$!
-# Unbound refuses everything but what the lab allows; open it to our client address.
-sleep 0.5
+  ip netns exec "$NS" "$TERN_CONTROL" -c "$work/tern-$1.conf" -f >"$work/tern-$1.log" 2>&1 &
+  tern_pid=$!
+}
 
-# Query files: the hit set is the lab's plain names; the cold set is unique wildcard names.
+# Query files: the hit set is the lab's plain names; the cold set is unique wildcard names,
+# one file per (server, threads) so that every cold name is new to the server asked.
 cat >"$work/hit.txt" <<EOF
 www.alpha.lab A
 www.alpha.lab AAAA
@@ -70,9 +98,11 @@ chain.beta.zz A
 www.partlame.zz A
 EOF
 cold_n=$((SECS * 30000))
-awk -v n="$cold_n" -v s="$RANDOM$RANDOM" -v suf="$LAB_WILD_SUFFIX" \
-  'BEGIN { for (i = 0; i < n; i++) printf "c%s-%d.%s A\n", s, i, suf }' >"$work/cold-tern.txt"
-sed 's/^c/u/' "$work/cold-tern.txt" >"$work/cold-unbound.txt"
+seed=$RANDOM$RANDOM
+for f in t1 t2 u1 u2; do
+  awk -v n="$cold_n" -v s="$f$seed" -v suf="$LAB_WILD_SUFFIX" \
+    'BEGIN { for (i = 0; i < n; i++) printf "c%s-%d.%s A\n", s, i, suf }' >"$work/cold-$f.txt"
+done
 
 run() {  # addr file passes -> qps (cold runs pass the file once: every name is new)
   ip netns exec "$NS" dnsperf -s "$1" -a "$CLI4" -d "$2" -l "$SECS" -Q "$MAXQPS" -c 4 -q 500 \
@@ -80,28 +110,14 @@ run() {  # addr file passes -> qps (cold runs pass the file once: every name is 
   awk '/Queries per second/ { print int($4) }' "$work/dnsperf.log"
 }
 lost() { awk '/Queries lost/ { l = $3 } END { print l }' "$work/dnsperf.log"; }
-# CPU the server spent (user+system, in clock ticks) — on a shared machine qps alone
-# says as much about the neighbours as about the server; CPU per answer does not.
+# CPU the server spent (user+system, in clock ticks, all its threads) — on a shared machine
+# qps alone says as much about the neighbours as about the server; CPU per answer does not.
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 completed() { awk '/Queries completed/ { print $3 }' "$work/dnsperf.log"; }
 us_per_q() {  # ticks_before ticks_after queries
   awk -v a="$1" -v b="$2" -v q="$3" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "%.1f", q ? (b - a) * 1e6 / hz / q : 0 }'
 }
-
-for a in $TERN4 $UNB4; do  # wait for both and prime the hit set
-  for _ in $(seq 50); do
-    ip netns exec "$NS" kdig @"$a" +short +timeout=2 www.lab A 2>/dev/null | grep -q 198.18 && break
-    sleep 0.2
-  done
-  while read -r n t; do ip netns exec "$NS" kdig @"$a" +short "$n" "$t" >/dev/null 2>&1; done <"$work/hit.txt"
-done
-
-: >"$work/dnsperf.log"
-unb_pid=$(cat "$LAB_RUN/unbound-$NS/unbound.pid")
-for p in "$tern_pid" "$unb_pid"; do
-  [[ -r /proc/$p/stat ]] || { echo "control_vs_unbound: server pid $p is gone" >&2; cat "$work/tern.log" >&2; exit 1; }
-done
 measure() {  # name pid addr file passes: sets NAME (qps), NAME_lost, NAME_cpu (us/answer)
   local c0 c1
   : >"$work/dnsperf.log"
@@ -111,18 +127,44 @@ measure() {  # name pid addr file passes: sets NAME (qps), NAME_lost, NAME_cpu (
   printf -v "$1_lost" '%s' "$(lost)"
   printf -v "$1_cpu" '%s' "$(us_per_q "$c0" "$c1" "$(completed)")"
 }
-measure t_hit "$tern_pid" $TERN4 "$work/hit.txt" 100000000
-measure u_hit "$unb_pid" $UNB4 "$work/hit.txt" 100000000
-measure t_cold "$tern_pid" $TERN4 "$work/cold-tern.txt" 1
-measure u_cold "$unb_pid" $UNB4 "$work/cold-unbound.txt" 1
+
+for T in 1 2; do
+  start_tern "$T"
+  start_unbound "$T"
+  for a in $TERN4 $UNB4; do  # wait for both and prime the hit set
+    for _ in $(seq 50); do
+      ip netns exec "$NS" kdig @"$a" +short +timeout=2 www.lab A 2>/dev/null | grep -q 198.18 && break
+      sleep 0.2
+    done
+    while read -r n t; do ip netns exec "$NS" kdig @"$a" +short "$n" "$t" >/dev/null 2>&1; done <"$work/hit.txt"
+  done
+  for p in "$tern_pid" "$unb_pid"; do
+    [[ -r /proc/$p/stat ]] || { echo "control_vs_unbound: server pid $p is gone" >&2; cat "$work/tern-$T.log" >&2; exit 1; }
+  done
+  measure "t_hit_$T" "$tern_pid" $TERN4 "$work/hit.txt" 100000000
+  measure "u_hit_$T" "$unb_pid" $UNB4 "$work/hit.txt" 100000000
+  measure "t_cold_$T" "$tern_pid" $TERN4 "$work/cold-t$T.txt" 1
+  measure "u_cold_$T" "$unb_pid" $UNB4 "$work/cold-u$T.txt" 1
+  stop_servers
+done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b ? a / b : 0 }'; }
-printf '\n%-20s %12s %12s %6s   %15s %15s\n' "workload (${SECS}s)" "tern qps" "unbound qps" "ratio" \
-  "tern us/answer" "unbound us/ans"
-printf '%-20s %12s %12s %6s   %15s %15s\n' "cache hit" "$t_hit" "$u_hit" "$(ratio "$t_hit" "$u_hit")" \
-  "$t_hit_cpu" "$u_hit_cpu"
-printf '%-20s %12s %12s %6s   %15s %15s\n' "cold (unique names)" "$t_cold" "$u_cold" \
-  "$(ratio "$t_cold" "$u_cold")" "$t_cold_cpu" "$u_cold_cpu"
-echo "(us/answer: server CPU time, user+system, per completed query; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-printf 'lost queries: tern hit %s cold %s; unbound hit %s cold %s\n' \
-  "${t_hit_lost:-?}" "${t_cold_lost:-?}" "${u_hit_lost:-?}" "${u_cold_lost:-?}"
+row() {  # label threads tern unbound tern_cpu unbound_cpu
+  printf '%-20s %7s %12s %12s %6s   %15s %15s\n' "$1" "$2" "$3" "$4" "$(ratio "$3" "$4")" "$5" "$6"
+}
+printf '\n%-20s %7s %12s %12s %6s   %15s %15s\n' "workload (${SECS}s)" "threads" "tern qps" "unbound qps" \
+  "ratio" "tern us/answer" "unbound us/ans"
+row "cache hit" 1 "$t_hit_1" "$u_hit_1" "$t_hit_1_cpu" "$u_hit_1_cpu"
+row "cache hit" 2 "$t_hit_2" "$u_hit_2" "$t_hit_2_cpu" "$u_hit_2_cpu"
+row "cold (unique names)" 1 "$t_cold_1" "$u_cold_1" "$t_cold_1_cpu" "$u_cold_1_cpu"
+row "cold (unique names)" 2 "$t_cold_2" "$u_cold_2" "$t_cold_2_cpu" "$u_cold_2_cpu"
+printf '2 threads / 1 thread: tern hit %s cold %s; unbound hit %s cold %s\n' \
+  "$(ratio "$t_hit_2" "$t_hit_1")" "$(ratio "$t_cold_2" "$t_cold_1")" \
+  "$(ratio "$u_hit_2" "$u_hit_1")" "$(ratio "$u_cold_2" "$u_cold_1")"
+echo "(us/answer: server CPU time, user+system, per completed query; $(nproc) CPUs shared with dnsperf;" \
+  "load: $(cut -d' ' -f1-3 /proc/loadavg))"
+printf 'lost queries: tern hit %s/%s cold %s/%s; unbound hit %s/%s cold %s/%s (1/2 threads)\n' \
+  "${t_hit_1_lost:-?}" "${t_hit_2_lost:-?}" "${t_cold_1_lost:-?}" "${t_cold_2_lost:-?}" \
+  "${u_hit_1_lost:-?}" "${u_hit_2_lost:-?}" "${u_cold_1_lost:-?}" "${u_cold_2_lost:-?}"
+printf 'control_qps=%s\ncontrol_qps_threads2=%s\n' "$t_cold_1" "$t_cold_2" >"$RESULTS"
+echo "figures for tern-bench plan: $RESULTS"

@@ -144,6 +144,12 @@ std::optional<double> line_rate_from_description(std::string_view d) {
   return std::nullopt;
 }
 
+double control_capacity(const Inputs& in) {
+  if (in.control_threads <= 1 || in.control_qps_threads2 <= 0) return in.control_qps;
+  const double gain = std::max(0.0, in.control_qps_threads2 - in.control_qps);
+  return in.control_qps + (in.control_threads - 1) * gain;
+}
+
 Plan compute(const Inputs& in) {
   Plan p;
   p.design_qps = in.peak_qps * (1 + in.headroom);
@@ -154,7 +160,11 @@ Plan compute(const Inputs& in) {
   // the exception ring. A punt costs no more than an answer, so sizing on all queries at the
   // hit rate is the conservative bound.
   p.worker_cores = std::max(1u, ceil_count(p.design_qps / in.worker_qps_per_core));
-  p.control_cores = p.miss_qps > 0 ? ceil_count(p.miss_qps / in.control_qps) : 0;
+  p.control_node_qps = control_capacity(in);
+  // Cores: one per loop, loops per node from control_threads, per-loop rate from the node's.
+  p.control_cores = p.miss_qps > 0
+                        ? ceil_count(p.miss_qps / (p.control_node_qps / std::max(1u, in.control_threads)))
+                        : 0;
 
   p.query_wire_bytes = wire_bytes(in.query_bytes, in.ipv6);
   p.answer_wire_bytes = wire_bytes(in.answer_bytes, in.ipv6);
@@ -169,7 +179,8 @@ Plan compute(const Inputs& in) {
   p.hugepages_2m = static_cast<unsigned>((p.hugepages_mb + kHugepage2M - 1) / kHugepage2M);
 
   p.node_limits.push_back({Resource::kWorkerCores, in.node_workers * in.worker_qps_per_core});
-  if (in.hit_ratio < 1) p.node_limits.push_back({Resource::kControlPlane, in.control_qps / (1 - in.hit_ratio)});
+  if (in.hit_ratio < 1)
+    p.node_limits.push_back({Resource::kControlPlane, p.control_node_qps / (1 - in.hit_ratio)});
   const uint32_t busier = std::max(p.query_wire_bytes, p.answer_wire_bytes);
   p.node_limits.push_back({Resource::kPortLineRate, in.line_gbps * 1e9 / (busier * 8.0)});
   std::stable_sort(p.node_limits.begin(), p.node_limits.end(),
@@ -195,7 +206,12 @@ std::string format(const Inputs& in, const Plan& p) {
   o << '\n';
   line("worker cores   %5u   %s / %s per core (every query passes a worker: hits answered, misses punted)",
        p.worker_cores, si(p.design_qps, "qps").c_str(), si(in.worker_qps_per_core, "qps").c_str());
-  if (p.miss_qps > 0)
+  if (p.miss_qps > 0 && in.control_threads > 1)
+    line("control cores  %5u   %s misses / %s per tern-control thread (%u threads: %s per node)",
+         p.control_cores, si(p.miss_qps, "qps").c_str(),
+         si(p.control_node_qps / in.control_threads, "qps").c_str(), in.control_threads,
+         si(p.control_node_qps, "qps").c_str());
+  else if (p.miss_qps > 0)
     line("control cores  %5u   %s misses / %s per tern-control core", p.control_cores,
          si(p.miss_qps, "qps").c_str(), si(in.control_qps, "qps").c_str());
   else
@@ -262,7 +278,9 @@ void usage(FILE* out) {
       "  --names N          distinct answers the cache must hold (sizes the cache)\n"
       "  --name-bytes B     mean qname length in wire form (default 24)\n"
       "  --line-gbps G      port speed, when the profile's description does not say \"<N> GbE\"\n"
-      "  --ram-mb M         memory a node can give the cache and hugepages (checks it fits)\n");
+      "  --ram-mb M         memory a node can give the cache and hugepages (checks it fits)\n"
+      "  --control-threads N  tern-control's [server] threads on each node (default 1); above 1\n"
+      "                     needs control_qps_threads2 from bench/control_vs_unbound.sh\n");
 }
 
 bool read_file(const std::string& path, std::string& out) {
@@ -341,6 +359,9 @@ int plan_main(int argc, char** argv) {
     } else if (a == "--ram-mb") {
       if (!number(i, 1, 1e9, v)) return 2;
       in.ram_mb = static_cast<uint64_t>(v);
+    } else if (a == "--control-threads") {
+      if (!number(i, 1, 256, v)) return 2;  // tern.conf's [server] threads range
+      in.control_threads = static_cast<unsigned>(v);
     } else {
       std::fprintf(stderr, "tern-bench plan: unknown option '%s'\n", a.c_str());
       usage(stderr);
@@ -425,6 +446,18 @@ int plan_main(int argc, char** argv) {
     return 1;
   }
   if (cq != fig.end()) in.control_qps = cq->second.value;
+  const auto cq2 = fig.find("control_qps_threads2");
+  if (in.hit_ratio < 1 && in.control_threads > 1) {
+    if (cq2 == fig.end() || cq2->second.value <= 0) {
+      std::fprintf(stderr,
+                   "tern-bench plan: --control-threads %u needs the rate tern-control reaches with two threads, "
+                   "but no control_qps_threads2 is in the results: measure it with\n  "
+                   "bench/control_vs_unbound.sh\nand pass its results.kv; the planner never assumes threads scale\n",
+                   in.control_threads);
+      return 1;
+    }
+    in.control_qps_threads2 = cq2->second.value;
+  }
 
   std::printf("tern-bench plan: profile %s (%s): %u worker%s, %.0f Gb/s port (%s)\n", in.profile_name.c_str(),
               profile_path.c_str(), in.node_workers, in.node_workers == 1 ? "" : "s", in.line_gbps,
@@ -434,6 +467,9 @@ int plan_main(int argc, char** argv) {
   if (cq != fig.end())
     std::printf("; control %s (control_qps=%g, %s)", si(in.control_qps, "qps").c_str(), cq->second.value,
                 cq->second.source.c_str());
+  if (in.control_qps_threads2 > 0)
+    std::printf("; 2 threads %s (control_qps_threads2=%g, %s)", si(in.control_qps_threads2, "qps").c_str(),
+                cq2->second.value, cq2->second.source.c_str());
   std::printf("\n");
   std::fputs(format(in, compute(in)).c_str(), stdout);
   return 0;

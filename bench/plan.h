@@ -70,6 +70,11 @@ struct Inputs {
   // measured (per core)
   double worker_qps_per_core = 0;  // tern-bench dataplane: worker_mqps * 1e6
   double control_qps = 0;          // misses/s one tern-control answers (0 = not measured)
+  // tern-control runs [server] threads event loops. With more than one, its capacity comes
+  // from the figure measured with two (bench/control_vs_unbound.sh: control_qps_threads2),
+  // extended by the gain the second thread brought per further thread, never more.
+  unsigned control_threads = 1;
+  double control_qps_threads2 = 0;  // misses/s with threads = 2 (0 = not measured)
   // one node, from the hardware profile
   std::string profile_name;
   unsigned node_workers = 0;       // worker lcores in the profile
@@ -87,6 +92,7 @@ struct Plan {
   // cores
   unsigned worker_cores = 0;   // every query passes a worker (hits answered, misses punted)
   unsigned control_cores = 0;  // tern-control cores for the misses
+  double control_node_qps = 0; // misses/s one node's tern-control answers at control_threads
   // line rate, per direction
   uint32_t query_wire_bytes = 0, answer_wire_bytes = 0;
   double rx_gbps = 0, tx_gbps = 0;  // queries in, answers out
@@ -103,6 +109,12 @@ struct Plan {
   std::vector<Limit> node_limits;  // sorted, tightest first
   unsigned nodes = 0;              // nodes of this profile for design_qps
 };
+
+// Misses/s one tern-control answers with in.control_threads loops: control_qps for one; with
+// more, control_qps + (threads - 1) x (control_qps_threads2 - control_qps), the measured
+// gain of the second thread (none if it lost) repeated, a straight line through the two
+// measured points. Threads beyond the node's cores are the caller's check.
+double control_capacity(const Inputs&);
 
 // Pure arithmetic; the inputs are validated by the caller.
 Plan compute(const Inputs&);

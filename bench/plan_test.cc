@@ -105,6 +105,31 @@ TEST(PlanCompute, CoresPortsAndTheTightestResource) {
   EXPECT_EQ(p.hugepages_2m, 128u);
 }
 
+// tern-control on several threads: the node's control capacity follows the measured gain of
+// the second thread, so fewer nodes are needed when the control plane is the limit.
+TEST(PlanCompute, ControlThreadsScaleByTheMeasuredGain) {
+  Inputs in = ixgbe_like();
+  in.control_qps_threads2 = 70'000;  // the second thread added 30 000
+  in.control_threads = 4;
+  const Plan p = compute(in);
+  // 40 000 + 3 x 30 000 = 130 000 misses/s per node; / 0.05 = 2.6e6 design qps per node.
+  EXPECT_NEAR(p.control_node_qps, 130'000, 1e-6);
+  EXPECT_EQ(p.node_limits[0].resource, Resource::kControlPlane);
+  EXPECT_NEAR(p.node_limits[0].qps, 2'600'000, 1e-3);
+  EXPECT_EQ(p.nodes, 2u);  // ceil(3e6 / 2.6e6); one thread needed 4 nodes
+  // 150 000 misses / (130 000 / 4 per thread) = 4.6 -> 5 cores.
+  EXPECT_EQ(p.control_cores, 5u);
+
+  // A second thread that brought nothing adds nothing, however many are configured.
+  in.control_qps_threads2 = 39'000;
+  EXPECT_NEAR(compute(in).control_node_qps, 40'000, 1e-6);
+  EXPECT_EQ(compute(in).nodes, 4u);
+  // One thread: the two-thread figure is not used.
+  in.control_threads = 1;
+  in.control_qps_threads2 = 70'000;
+  EXPECT_NEAR(compute(in).control_node_qps, 40'000, 1e-6);
+}
+
 TEST(PlanCompute, AllHitsAtLineRateNeedsASecondPort) {
   Inputs in = ixgbe_like();
   in.hit_ratio = 1;
@@ -215,6 +240,37 @@ TEST(PlanCommand, PlansFromMeasuredFigures) {
   EXPECT_EQ(rc, 0);
   EXPECT_NE(out.find("runs out first: control plane (misses) -> 4 nodes"), std::string::npos) << out;
   EXPECT_NE(out.find("165.3 MB"), std::string::npos) << out;  // 173 333 334 B / 2^20
+}
+
+TEST(PlanCommand, ControlThreadsNeedTheTwoThreadFigure) {
+  const auto dir = std::filesystem::temp_directory_path() / ("plan_test3." + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto dp = dir / "dp.txt", kv = dir / "results.kv", kv2 = dir / "threads.kv";
+  std::ofstream(dp) << "RESULT worker_mqps=1.50 reference_mpps=9.00 ratio=0.167 p99_us=2.00\n";
+  std::ofstream(kv) << "control_qps=40000\n";
+  std::ofstream(kv2) << "control_qps_threads2=70000\n";
+  const std::string profile = std::string(TERN_SOURCE_ROOT) + "/hw-profiles/ixgbe-82599.conf";
+  auto run = [&](std::vector<std::string> extra, std::string& out, std::string& err) {
+    std::vector<std::string> args = {"plan", "--profile", profile, "--peak-qps", "2000000", "--hit-ratio", "0.95",
+                                     "--headroom", "0.5", "--results", dp.string(), "--results", kv.string(),
+                                     "--control-threads", "4"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    testing::internal::CaptureStdout();
+    testing::internal::CaptureStderr();
+    const int rc = plan_main(static_cast<int>(argv.size()), argv.data());
+    out = testing::internal::GetCapturedStdout();
+    err = testing::internal::GetCapturedStderr();
+    return rc;
+  };
+  std::string out, err;
+  EXPECT_EQ(run({}, out, err), 1);
+  EXPECT_NE(err.find("control_qps_threads2"), std::string::npos) << err;
+  EXPECT_EQ(run({"--results", kv2.string()}, out, err), 0) << err;
+  std::filesystem::remove_all(dir);
+  EXPECT_NE(out.find("4 threads: 130.0 kqps per node"), std::string::npos) << out;
+  EXPECT_NE(out.find("runs out first: control plane (misses) -> 2 nodes"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -308,6 +308,7 @@ bool to_number(const OptionSpec& o, std::string_view v, uint64_t& out, std::stri
   std::string unit;
   switch (o.type) {
     case OptType::uint:
+    case OptType::count_auto:
       if (!suffix.empty()) {
         err = "'" + std::string(v) + "' is not a plain decimal integer";
         return false;
@@ -440,11 +441,15 @@ bool apply_value(const OptionSpec& o, std::string_view value, Config& cfg, std::
       return true;
     }
     case OptType::uint:
+    case OptType::count_auto:
     case OptType::size:
     case OptType::duration_ms:
     case OptType::duration_s: {
       uint64_t n = 0;
-      if (!to_number(o, value, n, err)) return false;
+      if (o.type == OptType::count_auto && lower(value) == "auto")
+        n = 0;  // resolved where it is used (e.g. the CPUs the process may run on)
+      else if (!to_number(o, value, n, err))
+        return false;
       return std::visit(
           [&](auto mp) {
             using V = std::remove_reference_t<decltype(cfg.*mp)>;
@@ -1106,6 +1111,10 @@ std::string render_config_sections(const Config& c, std::initializer_list<std::s
           if constexpr (std::is_same_v<V, bool>) {
             out << o.name << " = " << (v ? "yes" : "no") << "\n";
           } else if constexpr (std::is_integral_v<V>) {
+            if (o.type == OptType::count_auto && v == 0) {
+              out << o.name << " = auto\n";
+              return;
+            }
             out << o.name << " = " << static_cast<uint64_t>(v)
                 << (o.type == OptType::duration_ms  ? "ms"
                     : o.type == OptType::duration_s ? "s"

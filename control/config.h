@@ -63,6 +63,8 @@ struct Config {
   unsigned tcp_idle_timeout_ms = 10000, tcp_max_connections = 256;
   unsigned tcp_max_per_address = 32, tcp_message_timeout_ms = 2000;
   unsigned max_outstanding_per_client = 100, max_outstanding_total = 10000;
+  unsigned max_pending_queries = 20000;  // client queries waiting for recursion, all loops
+  unsigned threads = 1;                  // event loops; 0 = auto (one per CPU allowed)
 
   // [recursion]
   std::string root_hints;  // required; path; the file is parsed by the resolver
@@ -72,6 +74,7 @@ struct Config {
   std::vector<ZoneRoute> stub_zones;     // stub-zone = NAME ADDR[@PORT] ...   (RD=0, authoritative)
   bool forward_out_of_zone = false;      // use forwarders' records for any owner name
   size_t infra_max_bytes = 16u << 20;    // per-upstream-server state (RTT, EDNS, lameness)
+  unsigned fetches_per_zone = 0, fetches_per_server = 0;  // upstream queries in flight; 0: no limit
   std::vector<Prefix> do_not_query;      // never query learned upstream addresses in these
   bool do_not_query_own = true;          // ... nor the listen and probe-source addresses
 

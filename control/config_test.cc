@@ -557,6 +557,27 @@ TEST_F(ConfigTest, RestartOnlyOptionsKeepTheirRunningValue) {
   EXPECT_EQ(next.edns_buffer_size, 1400);  // reloadable: applies
 }
 
+// threads = N|auto: auto is stored as 0 (resolved to the CPUs at start), survives the
+// last-known-good round trip as "auto", and a change on reload needs a restart.
+TEST_F(ConfigTest, ThreadsTakesACountOrAutoAndIsRestartOnly) {
+  auto a = parse(base());
+  auto b = parse(base() + "[server]\nthreads = auto\n");
+  auto c = parse(base() + "[server]\nthreads = 4\n");
+  ASSERT_TRUE(a.config && b.config && c.config) << all(b) << all(c);
+  EXPECT_EQ(a.config->threads, 1u);
+  EXPECT_EQ(b.config->threads, 0u);
+  EXPECT_EQ(c.config->threads, 4u);
+  std::string text = render_config(*b.config);
+  EXPECT_NE(text.find("\nthreads = auto\n"), std::string::npos) << text;
+  auto again = parse_config_text(text, "lkg");
+  ASSERT_TRUE(again.config) << all(again);
+  EXPECT_EQ(again.config->threads, 0u);
+  Config next = *c.config;
+  EXPECT_EQ(keep_restart_only(*a.config, next), std::vector<std::string>{"[server] threads"});
+  EXPECT_EQ(next.threads, 1u);
+  EXPECT_FALSE(parse(base() + "[server]\nthreads = 0\n").config);
+}
+
 TEST(Prefix, ContainsIncludingV4MappedAddresses) {
   std::string err;
   auto p = parse_prefix("198.18.0.0/15", err);

@@ -540,7 +540,7 @@ void Daemon::register_metrics() {
         {"upstream_timeouts", "tern_upstream_all_timeouts_total"}};
     for (const auto& [name, v] : cs) {
       if (auto it = std::find_if(std::begin(kRenamed), std::end(kRenamed),
-                                 [&](const auto& r) { return r.first == name; });
+                                 [&n = name](const auto& r) { return r.first == n; });
           it != std::end(kRenamed)) {
         w.single(it->second, MetricType::counter, "tern-control counter " + name, v);
         continue;

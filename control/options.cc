@@ -74,8 +74,24 @@ const std::array kOptions = {
                false, "Queries one client address may have in recursion at once.",
                &Config::max_outstanding_per_client},
     OptionSpec{"server", "max-outstanding-total", T::uint, "10000", 1, 10000000, "0.1", true,
-               false, "Queries in recursion at once, all clients together.",
+               false,
+               "Resolutions running at once, all clients and all threads together; a query "
+               "that would start one more is dropped (tern_dropped_total_limit_total).",
                &Config::max_outstanding_total},
+    OptionSpec{"server", "max-pending-queries", T::uint, "20000", 1, 10000000, "0.2", true,
+               false,
+               "Client queries waiting for recursion at once, all threads together, including "
+               "those joined to another query's resolution. The bound on the pending-query "
+               "queue: a query beyond it is dropped and counted "
+               "(tern_dropped_pending_limit_total); the client's retry finds room.",
+               &Config::max_pending_queries},
+    OptionSpec{"server", "threads", T::count_auto, "1", 1, 256, "0.2", false, false,
+               "Event loops serving DNS, each on its own thread with its own UDP and TCP "
+               "sockets on every listen address (SO_REUSEPORT: the kernel spreads clients). "
+               "They share one cache and one upstream-server table, and identical questions "
+               "are fetched once. auto: one per CPU this process may run on. Not changed by "
+               "reload: a changed value is reported and needs a restart.",
+               &Config::threads},
 
     // [recursion]
     OptionSpec{"recursion", "root-hints", T::path, "", 0, 0, "0.1", true, true,
@@ -114,6 +130,19 @@ const std::array kOptions = {
                "Past it the least recently used servers are forgotten "
                "(tern_infra_bytes, tern_infra_evictions_total).",
                &Config::infra_max_bytes},
+    OptionSpec{"recursion", "fetches-per-zone", T::uint, "0", 0, 1000000, "0.2", true, false,
+               "Upstream queries in flight at once to the servers of one zone, all threads "
+               "together (like BIND's fetches-per-zone). A resolution that would exceed it "
+               "fails with SERVFAIL, or a stale answer (tern_resolver_fetches_zone_dropped_total): "
+               "a random-subdomain flood against one zone cannot take every upstream slot. "
+               "0: no limit.",
+               &Config::fetches_per_zone},
+    OptionSpec{"recursion", "fetches-per-server", T::uint, "0", 0, 1000000, "0.2", true, false,
+               "Upstream queries in flight at once to one server address, all threads "
+               "together. Servers with room are preferred; when every candidate is full the "
+               "resolution fails with SERVFAIL (tern_resolver_fetches_server_dropped_total). "
+               "0: no limit.",
+               &Config::fetches_per_server},
     OptionSpec{"recursion", "forward-out-of-zone", T::boolean, "no", 0, 0, "0.1", true, false,
                "Use records a forward-zone server sends for names outside its zone. No: "
                "only names at or below the forwarded zone are taken from it, and a CNAME "
@@ -332,6 +361,7 @@ std::string_view type_name(OptType t) {
   switch (t) {
     case T::boolean: return "boolean";
     case T::uint: return "integer";
+    case T::count_auto: return "integer or auto";
     case T::size: return "size";
     case T::duration_ms:
     case T::duration_s: return "duration";
@@ -349,6 +379,7 @@ std::string_view type_syntax(OptType t) {
   switch (t) {
     case T::boolean: return "yes or no (also true/false, on/off, 1/0)";
     case T::uint: return "a decimal integer";
+    case T::count_auto: return "a decimal integer, or auto";
     case T::size: return "a byte count with optional K, M, G or T suffix (e.g. 512M)";
     case T::duration_ms: return "a duration: a number with ms, s, m, h or d (a bare number is ms)";
     case T::duration_s: return "a duration: a number with s, m, h or d (a bare number is seconds)";
@@ -369,6 +400,7 @@ std::string range_text(const OptionSpec& o) {
   auto n = [](uint64_t v) { return std::to_string(v); };
   switch (o.type) {
     case T::uint: return n(o.min) + " to " + n(o.max);
+    case T::count_auto: return n(o.min) + " to " + n(o.max) + ", or auto";
     case T::size: return n(o.min) + " to " + n(o.max) + " bytes";
     case T::duration_ms: return n(o.min) + " ms to " + n(o.max) + " ms";
     case T::duration_s: return n(o.min) + " s to " + n(o.max) + " s";

@@ -21,6 +21,7 @@ namespace tern::control {
 enum class OptType {
   boolean,        // yes/no, true/false, on/off, 1/0
   uint,           // decimal integer within [min, max]
+  count_auto,     // decimal integer within [min, max], or "auto" (stored as 0)
   size,           // bytes with optional K/M/G/T suffix (powers of 1024), within [min, max]
   duration_ms,    // 1500ms, 2s, 1m; a bare number is milliseconds; stored in ms, [min, max] in ms
   duration_s,     // 30s, 5m, 1h, 1d; a bare number is seconds; stored in s, [min, max] in s

@@ -1,5 +1,7 @@
 // Serving: UDP and TCP listeners (RFC 1035 §4.2, RFC 7766), ACL, limits, and the glue
-// between client messages and the resolver. Single-threaded on the EventLoop.
+// between client messages and the resolver. One Frontend and one Resolver per event loop
+// ("worker"); a Frontend lives on its loop's thread only. The Server owns the workers:
+// worker 0 runs on the caller's loop, the others on threads of their own.
 #include "control/server.h"
 
 #include <arpa/inet.h>
@@ -12,7 +14,12 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <map>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <thread>
 #include <unordered_map>
 
 #include "control/resolver/message.h"
@@ -32,7 +39,7 @@ using resolver::Verdict;
   X(dropped_per_client_limit) X(dropped_total_limit) X(tcp_accepted) X(tcp_rejected_limit) \
   X(tcp_closed_idle) X(tcp_closed_error) X(udp_send_errors) X(rd0_cache_miss)             \
   X(answers_msgcache) X(tcp_read_paused) X(tcp_rejected_acl) X(tcp_rejected_per_address)    \
-  X(tcp_closed_message_timeout)
+  X(tcp_closed_message_timeout) X(dropped_pending_limit)
 
 struct ServerStats {
 #define X(n) uint64_t n = 0;
@@ -118,12 +125,16 @@ struct ReplyCtl {
   }
 };
 
-std::optional<std::string> open_socket(const Endpoint& ep, int type, Fd& out) {
+// `reuseport`: several loops each bind their own socket to the endpoint and the kernel
+// spreads clients over them (by 4-tuple hash: one client's flow stays on one loop).
+std::optional<std::string> open_socket(const Endpoint& ep, int type, bool reuseport, Fd& out) {
   const char* what = type == SOCK_DGRAM ? "udp" : "tcp";
   Fd s(::socket(ep.addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (s.fd < 0) return "[server] listen " + ep.text + ": " + what + " socket: " + errstr(errno);
   int one = 1;
   setsockopt(s.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport && setsockopt(s.fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+    return "[server] listen " + ep.text + ": " + what + " SO_REUSEPORT: " + errstr(errno);
   if (ep.addr.ss_family == AF_INET6) setsockopt(s.fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (type == SOCK_DGRAM) {
     int sz = 4 << 20;  // absorb bursts; the kernel caps this at rmem_max
@@ -181,7 +192,7 @@ struct TcpConn {
 
 class Frontend {
  public:
-  Frontend(EventLoop& loop, resolver::Resolver& r) : loop_(loop), res_(r) {}
+  Frontend(EventLoop& loop, resolver::Resolver& r) : loop_(loop), res_(r), shared_(r.shared()) {}
   ~Frontend() {
     for (auto& [fd, c] : conns_) {
       if (c->idle) loop_.cancel(c->idle);
@@ -196,9 +207,12 @@ class Frontend {
     uint16_t edns_size = 1232;
     unsigned tcp_idle_ms = 10000, tcp_max = 256, per_client = 100;
     unsigned tcp_per_address = 32, tcp_message_ms = 2000;
+    size_t max_pending = 20000;
   };
 
-  std::optional<std::string> prepare(const Config& c,
+  // Runs on any thread while this loop's thread is not inside commit(): it only reads
+  // listeners_, which only commit() writes.
+  std::optional<std::string> prepare(const Config& c, bool reuseport,
                                      std::map<std::string, std::shared_ptr<Listener>>& next) {
     for (const auto& ep : c.listen) {
       if (auto it = listeners_.find(ep.text); it != listeners_.end()) {
@@ -207,14 +221,14 @@ class Frontend {
       }
       auto l = std::make_shared<Listener>();
       l->ep = ep;
-      if (auto e = open_socket(ep, SOCK_DGRAM, l->udp)) return e;
-      if (auto e = open_socket(ep, SOCK_STREAM, l->tcp)) return e;
+      if (auto e = open_socket(ep, SOCK_DGRAM, reuseport, l->udp)) return e;
+      if (auto e = open_socket(ep, SOCK_STREAM, reuseport, l->tcp)) return e;
       next[ep.text] = std::move(l);
     }
     return std::nullopt;
   }
 
-  void commit(const Config& c, std::map<std::string, std::shared_ptr<Listener>> next) {
+  void commit(const Config& c, size_t loops, std::map<std::string, std::shared_ptr<Listener>> next) {
     set_.allow = c.allow;
     set_.edns_size = c.edns_buffer_size;
     set_.tcp_idle_ms = c.tcp_idle_timeout_ms;
@@ -222,6 +236,7 @@ class Frontend {
     set_.tcp_per_address = c.tcp_max_per_address;
     set_.tcp_message_ms = c.tcp_message_timeout_ms;
     set_.per_client = c.max_outstanding_per_client;
+    set_.max_pending = c.max_pending_queries;
     // Memoised answers follow the TTL limits, routes and resolution rules they were built under:
     // when a reload changes any of those, they are rebuilt from the RRsets. A reload that changes
     // nothing they depend on keeps them (they are what warms a restarted dataplane).
@@ -229,7 +244,8 @@ class Frontend {
       msgcache_.clear();
       answer_rules_ = std::move(rules);
     }
-    msgcache_.set_max_bytes(std::max<size_t>(c.max_bytes / 8, 1u << 20));
+    // Each loop memoises its own clients' answers: an eighth of the cache, split.
+    msgcache_.set_max_bytes(std::max<size_t>(c.max_bytes / 8 / std::max<size_t>(loops, 1), 1u << 20));
     for (auto& [k, l] : listeners_)
       if (!next.count(k)) unregister(*l);  // closes when the last reference goes
     listeners_ = std::move(next);
@@ -356,16 +372,27 @@ class Frontend {
       ++st_.dropped_per_client_limit;
       return false;
     }
+    // The pending-query queue, all loops together (max-pending-queries): past its bound a
+    // query is dropped and counted, like a full ring; the client retries.
+    if (shared_.pending.fetch_add(1, std::memory_order_relaxed) >= set_.max_pending) {
+      shared_.pending.fetch_sub(1, std::memory_order_relaxed);
+      ++st_.dropped_pending_limit;
+      if (n == 0) per_client_.erase(ck);
+      return false;
+    }
     ++n;
-    bool started = res_.resolve(question, [this, ck, reply](Answer& a) {
+    auto release = [this, ck] {
+      shared_.pending.fetch_sub(1, std::memory_order_relaxed);
       if (auto it = per_client_.find(ck); it != per_client_.end() && --it->second == 0)
         per_client_.erase(it);
+    };
+    bool started = res_.resolve(question, [release, reply](Answer& a) {
+      release();
       reply(a);
     });
     if (!started) {
       ++st_.dropped_total_limit;
-      if (auto it = per_client_.find(ck); it != per_client_.end() && --it->second == 0)
-        per_client_.erase(it);
+      release();
     }
     return started;
   }
@@ -670,6 +697,7 @@ class Frontend {
 
   EventLoop& loop_;
   resolver::Resolver& res_;
+  resolver::Shared& shared_;
   Settings set_;
   resolver::MsgCache msgcache_;
   std::string answer_rules_;  // render of [cache], [recursion], [dnssec] the memoised answers were built under
@@ -682,12 +710,75 @@ class Frontend {
   std::unordered_map<std::string, unsigned> tcp_per_addr_;  // client_key -> open connections
 };
 
-Server::Server(EventLoop& loop)
-    : loop_(loop),
-      resolver_(std::make_unique<resolver::Resolver>(loop)),
-      frontend_(std::make_unique<Frontend>(loop, *resolver_)) {}
+// One event loop's share of the server. Worker 0 runs on the caller's loop; the others own
+// their loop and the thread running it.
+struct Worker {
+  EventLoop* loop = nullptr;
+  std::unique_ptr<EventLoop> own_loop;
+  std::unique_ptr<resolver::Resolver> resolver;
+  std::unique_ptr<Frontend> frontend;
+  std::thread thread;
+};
 
-Server::~Server() = default;
+namespace {
+
+unsigned resolve_threads(unsigned configured) {
+  if (configured) return configured;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+}  // namespace
+
+Server::Server(EventLoop& loop) : loop_(loop), shared_(std::make_shared<resolver::Shared>()) {
+  auto w = std::make_unique<Worker>();
+  w->loop = &loop;
+  w->resolver = std::make_unique<resolver::Resolver>(loop, shared_);
+  w->frontend = std::make_unique<Frontend>(loop, *w->resolver);
+  workers_.push_back(std::move(w));
+}
+
+Server::~Server() {
+  for (size_t i = 1; i < workers_.size(); ++i) workers_[i]->loop->stop();
+  for (size_t i = 1; i < workers_.size(); ++i)
+    if (workers_[i]->thread.joinable()) workers_[i]->thread.join();
+  // Every loop is still; answers queued for other loops are dropped with those loops.
+  for (auto& w : workers_) w->frontend.reset();
+  for (auto& w : workers_) w->resolver.reset();
+}
+
+void Server::on_worker(size_t i, const std::function<void()>& fn) const {
+  if (i == 0) return fn();  // the caller's loop: we are on it
+  std::promise<void> done;
+  workers_[i]->loop->post([&] {
+    fn();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+void Server::start_workers(unsigned n) {
+  // Worker threads take no signals: they arrive on the caller's loop (signalfd).
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  while (workers_.size() < n) {
+    auto w = std::make_unique<Worker>();
+    w->own_loop = std::make_unique<EventLoop>();
+    w->loop = w->own_loop.get();
+    w->resolver = std::make_unique<resolver::Resolver>(*w->loop, shared_);
+    w->frontend = std::make_unique<Frontend>(*w->loop, *w->resolver);
+    EventLoop* loop = w->loop;
+    w->thread = std::thread([loop] { loop->run(); });
+    pthread_setname_np(w->thread.native_handle(),
+                       ("tern-loop" + std::to_string(workers_.size())).c_str());
+    workers_.push_back(std::move(w));
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  shared_->loops.store(unsigned(workers_.size()), std::memory_order_relaxed);
+}
 
 std::optional<std::string> Server::apply(const Config& c) {
   // Build everything off to the side; nothing running is touched until all succeeded.
@@ -695,67 +786,117 @@ std::optional<std::string> Server::apply(const Config& c) {
   resolver::Hints hints;
   if (auto e = resolver::prepare(c, rc, hints)) return e;
   if (c.listen.empty()) return std::string("[server] listen: no endpoint configured; add listen = ADDR:PORT");
-  std::map<std::string, std::shared_ptr<Listener>> next;
-  if (auto e = frontend_->prepare(c, next)) return e;  // new sockets close with `next`
-  resolver_->configure(std::move(rc), std::move(hints));
-  frontend_->commit(c, std::move(next));
+  // The loop count is fixed at the first apply ([server] threads is restart-only: the
+  // daemon keeps the running value on reload and says a restart is needed).
+  if (!started_) {
+    unsigned n = resolve_threads(c.threads);
+    if (n > 1) start_workers(n);
+    started_ = true;
+  }
+  bool reuseport = workers_.size() > 1;
+  std::vector<std::map<std::string, std::shared_ptr<Listener>>> next(workers_.size());
+  for (size_t i = 0; i < workers_.size(); ++i)
+    if (auto e = workers_[i]->frontend->prepare(c, reuseport, next[i]))
+      return e;  // new sockets close with `next`
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    resolver::Hints h;  // each loop its own copy: ldns lists are not shared across threads
+    if (hints.ns) h.ns.reset(ldns_rr_list_clone(hints.ns.get()));
+    h.servers = hints.servers;
+    on_worker(i, [&] {
+      workers_[i]->resolver->configure(rc, std::move(h));
+      workers_[i]->frontend->commit(c, workers_.size(), std::move(next[i]));
+    });
+  }
   return std::nullopt;
 }
 
 void Server::counters(std::vector<std::pair<std::string, uint64_t>>& out) const {
-  frontend_->counters(out);
-  const auto& s = resolver_->stats();
-#define X(n) out.emplace_back("resolver_" #n, s.n);
-  TERN_RESOLVER_COUNTERS(X)
+  // Every loop's counters, each read on its own loop, summed by name (first loop's order).
+  std::vector<std::pair<std::string, uint64_t>> sum;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    std::vector<std::pair<std::string, uint64_t>> mine;
+    on_worker(i, [&] {
+      const Worker& w = *workers_[i];
+      w.frontend->counters(mine);
+      const auto& s = w.resolver->stats();
+#define X(n) mine.emplace_back("resolver_" #n, s.n);
+      TERN_RESOLVER_COUNTERS(X)
 #undef X
-  const auto& u = resolver_->upstream_stats();
-  out.emplace_back("upstream_udp_sent", u.udp_sent);
-  out.emplace_back("upstream_tcp_sent", u.tcp_sent);
-  out.emplace_back("upstream_timeouts", u.timeouts);
-  out.emplace_back("upstream_net_errors", u.net_errors);
-  out.emplace_back("upstream_rejected_replies", u.rejected);
-  out.emplace_back("upstream_malformed_replies", u.malformed);
-  out.emplace_back("cache_evictions", resolver_->cache().evictions());
-  out.emplace_back("cache_entries_current", resolver_->cache().entries());
-  out.emplace_back("cache_bytes_current", resolver_->cache().bytes());
-  out.emplace_back("resolutions_current", resolver_->outstanding());
-  out.emplace_back("infra_servers_current", resolver_->infra().size());
-  out.emplace_back("infra_lame_current", resolver_->infra().lame_entries());
-  out.emplace_back("infra_bytes_current", resolver_->infra().bytes());
-  out.emplace_back("infra_evictions", resolver_->infra().evictions());
+      const auto& u = w.resolver->upstream_stats();
+      mine.emplace_back("upstream_udp_sent", u.udp_sent);
+      mine.emplace_back("upstream_tcp_sent", u.tcp_sent);
+      mine.emplace_back("upstream_timeouts", u.timeouts);
+      mine.emplace_back("upstream_net_errors", u.net_errors);
+      mine.emplace_back("upstream_rejected_replies", u.rejected);
+      mine.emplace_back("upstream_malformed_replies", u.malformed);
+    });
+    if (i == 0) {
+      sum = std::move(mine);
+    } else {
+      for (size_t k = 0; k < sum.size() && k < mine.size(); ++k) sum[k].second += mine[k].second;
+    }
+  }
+  out.insert(out.end(), sum.begin(), sum.end());
+  // Shared state: one value, not a sum.
+  const resolver::Cache& cache = shared_->cache;
+  const resolver::Infra& infra = shared_->infra;
+  out.emplace_back("cache_evictions", cache.evictions());
+  out.emplace_back("cache_entries_current", cache.entries());
+  out.emplace_back("cache_bytes_current", cache.bytes());
+  out.emplace_back("resolutions_current", shared_->resolutions.load(std::memory_order_relaxed));
+  out.emplace_back("pending_queries_current", shared_->pending.load(std::memory_order_relaxed));
+  out.emplace_back("joins_cross_loop_current", shared_->joins.owned());
+  out.emplace_back("fetches_zone_peak_current", shared_->fetches.zone_peak());
+  out.emplace_back("threads_current", workers_.size());
+  out.emplace_back("infra_servers_current", infra.size());
+  out.emplace_back("infra_lame_current", infra.lame_entries());
+  out.emplace_back("infra_bytes_current", infra.bytes());
+  out.emplace_back("infra_evictions", infra.evictions());
 }
 
 std::vector<UpstreamServerStat> Server::upstream_servers(size_t n) const {
-  const resolver::Infra& inf = resolver_->infra();
+  const resolver::Infra& inf = shared_->infra;
   std::vector<UpstreamServerStat> out;
-  for (const resolver::Infra::Tally* t : inf.top(n)) {
+  for (const resolver::Infra::Tally& t : inf.top(n)) {
     UpstreamServerStat s;
-    s.server = t->addr.text();
+    s.server = t.addr.text();
     if (s.server.ends_with("@53")) s.server.resize(s.server.size() - 3);
-    s.queries = t->queries;
-    s.timeouts = t->timeouts;
+    s.queries = t.queries;
+    s.timeouts = t.timeouts;
     for (size_t k = 0; k < resolver::kUpstreamErrorKinds; ++k)
-      s.errors.emplace_back(resolver::kUpstreamErrorNames[k], t->errors[k]);
-    if (const resolver::Infra::Server* is = inf.find(t->addr); is && is->srtt >= 0)
-      s.srtt_seconds = is->srtt / 1000.0;
+      s.errors.emplace_back(resolver::kUpstreamErrorNames[k], t.errors[k]);
+    if (auto is = inf.find(t.addr); is && is->srtt >= 0) s.srtt_seconds = is->srtt / 1000.0;
     out.push_back(std::move(s));
   }
   return out;
 }
 
 size_t Server::cache_flush(std::string_view name, bool subtree) {
-  frontend_->flush_answers();  // memoised answers are rebuilt from what remains
-  if (name.empty()) return resolver_->cache().flush_all();
+  // Memoised answers are rebuilt from what remains.
+  for (size_t i = 0; i < workers_.size(); ++i) on_worker(i, [&] { workers_[i]->frontend->flush_answers(); });
+  resolver::Cache& cache = shared_->cache;
+  if (name.empty()) return cache.flush_all();
   dns::Name n;
   if (!dns::Name::from_text(name, n)) return 0;
-  if (n.is_root() && subtree) return resolver_->cache().flush_all();
-  return resolver_->cache().flush(n, subtree);
+  if (n.is_root() && subtree) return cache.flush_all();
+  return cache.flush(n, subtree);
 }
 
-void Server::cache_dump(std::ostream& os) const { resolver_->cache().dump(os, loop_.now_ms()); }
+void Server::cache_dump(std::ostream& os) const { shared_->cache.dump(os, loop_.now_ms()); }
 
 void Server::export_answers(const std::function<void(std::span<const uint8_t>)>& fn) const {
-  if (frontend_) frontend_->export_answers(fn);
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    if (i == 0) {
+      workers_[0]->frontend->export_answers(fn);
+      continue;
+    }
+    std::vector<std::vector<uint8_t>> msgs;  // copied on that loop, handed over here
+    on_worker(i, [&] {
+      workers_[i]->frontend->export_answers(
+          [&](std::span<const uint8_t> m) { msgs.emplace_back(m.begin(), m.end()); });
+    });
+    for (const auto& m : msgs) fn(m);
+  }
 }
 
 }  // namespace tern::control

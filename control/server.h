@@ -1,5 +1,13 @@
 // tern-control serving: UDP/TCP listeners, query validation, EDNS, and the recursion
-// engine behind them. Everything here lives on the EventLoop thread; no locks.
+// engine behind them, on [server] threads event loops.
+//
+// Contract: Server's methods are called on the caller's loop thread (the daemon's), which
+// is also worker 0's loop. Workers 1..N-1 each run their own EventLoop on their own thread,
+// with their own SO_REUSEPORT sockets, Frontend and Resolver; what they share is
+// resolver::Shared (cache, infra, joins, fetch limits: thread-safe by their contracts).
+// When a method needs a worker's loop-owned state (counters, memoised answers, a new
+// config) it posts the work to that loop and waits for it: workers never wait on the
+// caller, so this cannot deadlock.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +27,9 @@
 
 namespace tern::control {
 
-namespace resolver { class Resolver; }
+namespace resolver { class Resolver; struct Shared; }
 class Frontend;  // listeners, TCP connections, client limits (server.cc)
+struct Worker;   // one event loop: its Frontend and Resolver (server.cc)
 
 class Server {  // owns listeners + resolver; lives on the loop thread
  public:
@@ -30,7 +39,8 @@ class Server {  // owns listeners + resolver; lives on the loop thread
   Server& operator=(const Server&) = delete;
 
   // Builds everything the new config needs (binds new listeners, loads root hints, sizes
-  // caches) WITHOUT touching the running state; on success swaps atomically (listeners
+  // caches) WITHOUT touching the running state; the first call also starts the [server]
+  // threads loops (fixed from then on: later calls keep the count); on success swaps atomically (listeners
   // that stay keep their sockets; removed ones close; added ones start), on failure
   // returns a human-readable error and the running state is exactly as before. Used for
   // first start and for every reload.
@@ -48,14 +58,21 @@ class Server {  // owns listeners + resolver; lives on the loop thread
   // The answers tern-control would serve from memory now (MsgCache::export_answers).
   void export_answers(const std::function<void(std::span<const uint8_t>)>& fn) const;
 
+  size_t threads() const { return workers_.size(); }
+
   // Over-limit policy (like Unbound's num-queries-per-thread): a query beyond
-  // max-outstanding-per-client or max-outstanding-total is dropped and counted, not
+  // max-outstanding-per-client (per loop: a client's flow stays on one loop),
+  // max-outstanding-total or max-pending-queries (all loops) is dropped and counted, not
   // answered; the client's retry finds room once earlier resolutions finish.
 
  private:
+  void start_workers(unsigned n);
+  void on_worker(size_t i, const std::function<void()>& fn) const;  // runs fn on worker i's loop
+
   EventLoop& loop_;
-  std::unique_ptr<resolver::Resolver> resolver_;
-  std::unique_ptr<Frontend> frontend_;
+  std::shared_ptr<resolver::Shared> shared_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  bool started_ = false;
 };
 
 }  // namespace tern::control

@@ -7,6 +7,9 @@
 #   4. serve-stale: upstreams made unreachable from tern's namespace, expired data is
 #      served with the stale TTL; a name never seen is SERVFAIL
 #
+# TERN_LAB_THREADS=N runs all of it with [server] threads = N (meson: control_lab_threads2),
+# and checks that N loops each hold their own sockets and that their counters are summed.
+#
 # usage: control_lab_test.sh TERN_CONTROL TERNCTL
 # Needs root. Starts the lab if it is not running (and then stops it again); the tern
 # namespace and everything under $work are removed on exit, also on failure.
@@ -20,6 +23,7 @@ NS=${TERN_LAB_NS:-tl-tern-ctl}
 # The lab reserves .53 for tern; TERN_LAB_V4/V6 let a developer run beside other tests.
 V4=${TERN_LAB_V4:-198.18.0.53}
 V6=${TERN_LAB_V6:-2001:2::53}
+THREADS=${TERN_LAB_THREADS:-1}
 
 [[ $(id -u) -eq 0 ]] || { echo "control_lab_test: needs root (network namespaces)"; exit 77; }
 for t in kdig python3 ip; do command -v $t >/dev/null || { echo "control_lab_test: $t missing"; exit 77; }; done
@@ -79,6 +83,7 @@ allow = 2001:2::/48
 control-socket = $work/control.sock
 state-dir = $work
 tcp-idle-timeout = 2000
+threads = $THREADS
 [recursion]
 root-hints = $LAB_ROOT_HINTS
 [cache]
@@ -94,6 +99,12 @@ for _ in $(seq 50); do
   kill -0 "$tern_pid" 2>/dev/null || { cat "$work/tern.log"; echo "FAIL - tern-control exited"; exit 1; }
   sleep 0.2
 done
+
+# ----------------------------------------------------------- 0. threads ----
+check "threads = $THREADS: the daemon runs $THREADS event loops" test "$(counter threads_current)" -eq "$THREADS"
+# One UDP and one TCP socket per loop on each listen address (SO_REUSEPORT), seen by the kernel.
+check "$THREADS UDP sockets bound to $V4:53" test "$(inns ss -Hlun "src $V4:53" | wc -l)" -eq "$THREADS"
+check "$THREADS TCP listeners on $V4:53" test "$(inns ss -Hltn "src $V4:53" | wc -l)" -eq "$THREADS"
 
 # ----------------------------------------------------------- 1. compare ----
 # tern-control does not validate DNSSEC: --no-dnssec skips AD and validation-only cases.
@@ -206,6 +217,8 @@ check "a name never seen: SERVFAIL during the outage" bash -c "grep -q 'status: 
 ip -n "$NS" route del blackhole 198.18.1.0/24
 ip -n "$NS" -6 route del blackhole 2001:2::1:0/112
 
+# Counters are the sum over loops: every UDP query the clients sent above is counted once.
+check "per-loop counters summed: UDP queries counted" test "$(counter queries_udp)" -ge 40
 kill -0 "$tern_pid" 2>/dev/null && ok "tern-control still running" || bad "tern-control died"
 if ((fails > 0)); then
   echo "--- tern-control log"; tail -30 "$work/tern.log"

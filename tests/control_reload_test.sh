@@ -272,6 +272,15 @@ grep -q "^edns-buffer-size = 1300$" "$W/state/last-known-good.conf" ||
 [[ ! -e $W/state-new ]] || fail "restart-only state-dir took effect without a restart"
 pass "restart-only option on reload: 'needs restart' warning, running value kept, the rest applied"
 
+# ---- 3a'. [server] threads is restart-only: a reload that changes it says a restart is needed
+# and the daemon keeps its running loops (one), rather than half-applying a new count.
+good "listen = 127.0.0.1:5354
+threads = 2" >"$CONF"
+out=$(ctl reload 2>&1) || fail "reload with a changed threads failed: $out"
+grep -q "\[server\] threads: changed, needs restart" <<<"$out" || fail "no needs-restart warning for threads in: $out"
+[[ $(stat_of threads_current) == 1 ]] || fail "threads_current is $(stat_of threads_current) after the reload, want 1"
+pass "threads changed by reload: 'needs restart' warning, the running loop count kept"
+
 # ---- 3b. the allow list reaches the dataplane after an apply. The peer speaks the dataplane
 # control socket's framing (request line; reply lines; OK/ERR) and records what it got.
 cat >"$W/dp.py" <<'EOF'

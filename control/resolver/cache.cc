@@ -1,6 +1,7 @@
 #include "control/resolver/cache.h"
 
 #include <algorithm>
+#include <sys/random.h>
 
 namespace tern::control::resolver {
 namespace {
@@ -14,6 +15,12 @@ size_t estimate_bytes(const ldns_rr_list* rrs, size_t key_len) {
     for (size_t j = 0; j < ldns_rr_rd_count(rr); ++j) b += 32 + ldns_rdf_size(ldns_rr_rdf(rr, j));
   }
   return b;
+}
+
+std::shared_ptr<const ldns_rr_list> share(ldns_rr_list* l) {
+  return std::shared_ptr<const ldns_rr_list>(l, [](const ldns_rr_list* p) {
+    ldns_rr_list_deep_free(const_cast<ldns_rr_list*>(p));
+  });
 }
 
 uint32_t min_ttl(const ldns_rr_list* rrs) {
@@ -31,7 +38,7 @@ uint32_t negative_ttl(const ldns_rr* soa) {
   return std::min(ldns_rr_ttl(soa), minimum);
 }
 
-std::string Cache::key(const dns::Name& name, uint16_t type, EntryKind kind) {
+std::string CacheShard::key(const dns::Name& name, uint16_t type, EntryKind kind) {
   std::string k = name.key();
   if (kind == EntryKind::nxdomain) type = 0;
   k.push_back(char(type >> 8));
@@ -40,7 +47,7 @@ std::string Cache::key(const dns::Name& name, uint16_t type, EntryKind kind) {
   return k;
 }
 
-const std::string& Cache::lookup_key(const dns::Name& name, uint16_t type, EntryKind kind) {
+const std::string& CacheShard::lookup_key(const dns::Name& name, uint16_t type, EntryKind kind) {
   const std::string& w = name.wire();
   kbuf_.resize(w.size() + 3);
   for (size_t i = 0; i < w.size(); ++i) kbuf_[i] = char(dns::fold(uint8_t(w[i])));
@@ -51,22 +58,27 @@ const std::string& Cache::lookup_key(const dns::Name& name, uint16_t type, Entry
   return kbuf_;
 }
 
-void Cache::count_dname(const std::string& k, EntryKind kind, int delta) {
-  if (kind != EntryKind::rrset || k.size() < 4) return;
-  uint16_t type = uint16_t(uint8_t(k[k.size() - 3]) << 8 | uint8_t(k[k.size() - 2]));
-  if (type != LDNS_RR_TYPE_DNAME) return;
+void CacheShard::count_index(const std::string& k, EntryKind kind, int delta) {
+  if (k.size() < 4) return;
+  LabelIndex* idx = nullptr;
+  if (kind == EntryKind::nxdomain) {
+    idx = nxdomains_;
+  } else if (kind == EntryKind::rrset) {
+    uint16_t type = uint16_t(uint8_t(k[k.size() - 3]) << 8 | uint8_t(k[k.size() - 2]));
+    if (type == LDNS_RR_TYPE_DNAME) idx = dnames_;
+  }
+  if (!idx) return;
   unsigned labels = 0;
   for (size_t i = 0; i < k.size() - 3 && k[i] != 0; i += 1 + uint8_t(k[i])) ++labels;
-  dnames_ += size_t(delta);
-  dname_labels_[std::min(labels, kMaxLabels - 1)] += uint32_t(delta);
+  idx->add(labels, delta);
 }
 
-void Cache::count_owner(const std::string& k, int delta) {
+void CacheShard::count_owner(const std::string& k, int delta) {
   uint16_t& c = filter_[owner_slot(std::string_view(k.data(), k.size() - 3))];
   if (c != UINT16_MAX) c = uint16_t(c + delta);
 }
 
-void Cache::size_filter() {
+void CacheShard::size_filter() {
   // At most one entry per 160 bytes (estimate_bytes): a slot per possible entry, as a
   // power of two, 2^10..2^24 slots (2 KiB..32 MiB; 4 MiB for the default 256 MiB cache).
   size_t want = 1024;
@@ -76,25 +88,25 @@ void Cache::size_filter() {
   for (const auto& kv : map_) count_owner(kv.first, +1);
 }
 
-uint32_t Cache::clamp_ttl(uint32_t ttl) const {
+uint32_t CacheShard::clamp_ttl(uint32_t ttl) const {
   return std::min(std::max(ttl, limits_.ttl_floor), limits_.ttl_cap);
 }
 
-void Cache::set_limits(const CacheLimits& l) {
+void CacheShard::set_limits(const CacheLimits& l) {
   limits_ = l;
   evict_to(limits_.max_bytes);
   size_filter();
 }
 
-void Cache::erase(std::unordered_map<std::string, CacheEntry>::iterator it) {
+void CacheShard::erase(std::unordered_map<std::string, CacheEntry>::iterator it) {
   bytes_ -= it->second.bytes;
-  count_dname(it->first, it->second.kind, -1);
+  count_index(it->first, it->second.kind, -1);
   count_owner(it->first, -1);
   lru_.erase(it->second.lru);
   map_.erase(it);
 }
 
-void Cache::evict_to(size_t max) {
+void CacheShard::evict_to(size_t max) {
   while (bytes_ > max && !lru_.empty()) {
     auto it = map_.find(lru_.back());
     erase(it);
@@ -102,7 +114,7 @@ void Cache::evict_to(size_t max) {
   }
 }
 
-void Cache::insert(std::string k, CacheEntry e) {
+void CacheShard::insert(std::string k, CacheEntry e) {
   e.bytes = estimate_bytes(e.rrs.get(), k.size());
   if (e.bytes > limits_.max_bytes) return;
   auto old = map_.find(k);
@@ -111,12 +123,12 @@ void Cache::insert(std::string k, CacheEntry e) {
   lru_.push_front(k);
   e.lru = lru_.begin();
   bytes_ += e.bytes;
-  count_dname(k, e.kind, +1);
+  count_index(k, e.kind, +1);
   count_owner(k, +1);
   map_.emplace(std::move(k), std::move(e));
 }
 
-bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
+bool CacheShard::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
   if (!rrset || ldns_rr_list_rr_count(rrset) == 0) return false;
   const ldns_rr* first = ldns_rr_list_rr(rrset, 0);
   dns::Name owner = dns::owner(first);
@@ -125,7 +137,7 @@ bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
   if (it != map_.end() && it->second.expire_ms > now_ms && it->second.trust > trust) return false;
   CacheEntry e;
   e.kind = EntryKind::rrset;
-  e.rrs.reset(ldns_rr_list_clone(rrset));
+  e.rrs = share(ldns_rr_list_clone(rrset));
   e.ttl = clamp_ttl(min_ttl(rrset));
   e.expire_ms = now_ms + uint64_t(e.ttl) * 1000;
   e.trust = trust;
@@ -133,12 +145,12 @@ bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
   return true;
 }
 
-void Cache::put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
+void CacheShard::put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
                          const ldns_rr_list* soa, uint64_t now_ms) {
   if (!soa || ldns_rr_list_rr_count(soa) == 0) return;  // RFC 2308 §5
   CacheEntry e;
   e.kind = kind;
-  e.rrs.reset(ldns_rr_list_clone(soa));
+  e.rrs = share(ldns_rr_list_clone(soa));
   uint32_t ttl = negative_ttl(ldns_rr_list_rr(soa, 0));
   e.ttl = std::min(std::max(ttl, limits_.ttl_floor), limits_.neg_ttl_cap);
   e.expire_ms = now_ms + uint64_t(e.ttl) * 1000;
@@ -146,18 +158,18 @@ void Cache::put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
   insert(key(name, type, kind), std::move(e));
 }
 
-void Cache::put_servfail(const dns::Name& name, uint16_t type, uint64_t now_ms) {
+void CacheShard::put_servfail(const dns::Name& name, uint16_t type, uint64_t now_ms) {
   if (limits_.servfail_ttl == 0) return;
   CacheEntry e;
   e.kind = EntryKind::servfail;
-  e.rrs.reset(ldns_rr_list_new());
+  e.rrs = share(ldns_rr_list_new());
   e.ttl = limits_.servfail_ttl;
   e.expire_ms = now_ms + uint64_t(e.ttl) * 1000;
   // Never served stale: a SERVFAIL record only damps retries while fresh.
   insert(key(name, type, EntryKind::servfail), std::move(e));
 }
 
-CacheEntry* Cache::get(const dns::Name& name, uint16_t type, EntryKind kind, uint64_t now_ms,
+CacheEntry* CacheShard::get(const dns::Name& name, uint16_t type, EntryKind kind, uint64_t now_ms,
                        bool allow_stale) {
   const std::string& k = lookup_key(name, type, kind);
   if (filter_[owner_slot(std::string_view(k.data(), k.size() - 3))] == 0) return nullptr;
@@ -193,7 +205,7 @@ dns::RrList Cache::with_ttl(const CacheEntry& e, uint64_t now_ms, uint32_t stale
   return out;
 }
 
-size_t Cache::flush(const dns::Name& name, bool subtree) {
+size_t CacheShard::flush(const dns::Name& name, bool subtree) {
   size_t n = 0;
   std::string nk = name.key();
   for (auto it = map_.begin(); it != map_.end();) {
@@ -216,18 +228,24 @@ size_t Cache::flush(const dns::Name& name, bool subtree) {
   return n;
 }
 
-size_t Cache::flush_all() {
+size_t CacheShard::flush_all() {
   size_t n = map_.size();
+  for (const auto& [k, e] : map_) count_index(k, e.kind, -1);  // the shared indexes
   map_.clear();
   lru_.clear();
   bytes_ = 0;
-  dnames_ = 0;
-  std::fill(std::begin(dname_labels_), std::end(dname_labels_), 0u);
   std::fill(filter_.begin(), filter_.end(), uint16_t(0));
   return n;
 }
 
-void Cache::dump(std::ostream& os, uint64_t now_ms) const {
+bool CacheShard::claim_prefetch(const dns::Name& name, uint16_t type) {
+  auto it = map_.find(lookup_key(name, type, EntryKind::rrset));
+  if (it == map_.end() || it->second.prefetching) return false;
+  it->second.prefetching = true;
+  return true;
+}
+
+void CacheShard::dump(std::ostream& os, uint64_t now_ms) const {
   // One line per entry, most recently used first: state, remaining TTL, kind, then RRs.
   for (const auto& k : lru_) {
     const CacheEntry& e = map_.at(k);
@@ -241,16 +259,152 @@ void Cache::dump(std::ostream& os, uint64_t now_ms) const {
            : e.kind == EntryKind::nodata   ? "nodata"
            : e.kind == EntryKind::nxdomain ? "nxdomain"
                                            : "servfail")
-       << (fresh ? " ttl=" + std::to_string(remaining(e, now_ms))
+       << (fresh ? " ttl=" + std::to_string(Cache::remaining(e, now_ms))
                  : " stale=" + std::to_string((now_ms - e.expire_ms) / 1000) + "s")
        << " trust=" << int(e.trust) << " hits=" << e.hits << '\n';
-    dns::RrList rrs = with_ttl(e, now_ms, 0);
+    dns::RrList rrs = Cache::with_ttl(e, now_ms, 0);
     for (size_t i = 0; i < ldns_rr_list_rr_count(rrs.get()); ++i) {
       char* s = ldns_rr2str(ldns_rr_list_rr(rrs.get(), i));
       if (s) os << s;
       free(s);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Cache: the shards behind their locks.
+
+CacheLimits Cache::shard_limits(CacheLimits l, size_t shards) {
+  l.max_bytes = std::max<size_t>(l.max_bytes / shards, 1);
+  return l;
+}
+
+Cache::Cache(const CacheLimits& l, size_t shards) {
+  // Seeded: owner names come from the network, and an attacker who could aim every name at
+  // one shard would serialise the loops on its lock.
+  if (getrandom(&seed_, sizeof seed_, 0) != ssize_t(sizeof seed_)) seed_ = 0x9e3779b97f4a7c15ull;
+  shards = std::max<size_t>(shards, 1);
+  CacheLimits sl = shard_limits(l, shards);
+  for (size_t i = 0; i < shards; ++i)
+    shards_.push_back(std::make_unique<Locked>(sl, &dnames_, &nxdomains_));
+}
+
+Cache::Locked& Cache::pick(const dns::Name& owner) {
+  // FNV-1a over the case-folded wire name, from a random basis.
+  uint64_t h = seed_;
+  for (char c : owner.wire()) h = (h ^ dns::fold(uint8_t(c))) * 0x100000001b3ull;
+  h ^= h >> 29;
+  return *shards_[h % shards_.size()];
+}
+
+void Cache::set_limits(const CacheLimits& l) {
+  CacheLimits sl = shard_limits(l, shards_.size());
+  for (auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    s->shard.set_limits(sl);
+  }
+}
+
+bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
+  if (!rrset || ldns_rr_list_rr_count(rrset) == 0) return false;
+  Locked& s = pick(dns::owner(ldns_rr_list_rr(rrset, 0)));
+  std::lock_guard g(s.mu);
+  return s.shard.put_rrset(rrset, trust, now_ms);
+}
+
+void Cache::put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
+                         const ldns_rr_list* soa, uint64_t now_ms) {
+  Locked& s = pick(name);
+  std::lock_guard g(s.mu);
+  s.shard.put_negative(name, type, kind, soa, now_ms);
+}
+
+void Cache::put_servfail(const dns::Name& name, uint16_t type, uint64_t now_ms) {
+  Locked& s = pick(name);
+  std::lock_guard g(s.mu);
+  s.shard.put_servfail(name, type, now_ms);
+}
+
+CacheHit Cache::get(const dns::Name& name, uint16_t type, EntryKind kind, uint64_t now_ms,
+                    bool allow_stale) {
+  Locked& s = pick(name);
+  std::lock_guard g(s.mu);
+  uint64_t stale_before = s.shard.stale_seen();
+  CacheEntry* e = s.shard.get(name, type, kind, now_ms, allow_stale);
+  if (s.shard.stale_seen() != stale_before) stale_seen_.fetch_add(1, std::memory_order_relaxed);
+  return e ? CacheHit(*e) : CacheHit();
+}
+
+CacheHit Cache::nxdomain_above(const dns::Name& name, uint64_t now_ms, bool allow_stale) {
+  if (!nxdomains_.any() || name.labels() < 2) return {};
+  for (dns::Name z = name.parent(); !z.is_root(); z = z.parent()) {
+    if (!nxdomains_.may_have(z.labels())) continue;
+    if (CacheHit h = get(z, 0, EntryKind::nxdomain, now_ms, allow_stale)) return h;
+  }
+  return {};
+}
+
+bool Cache::claim_prefetch(const dns::Name& name, uint16_t type) {
+  Locked& s = pick(name);
+  std::lock_guard g(s.mu);
+  return s.shard.claim_prefetch(name, type);
+}
+
+size_t Cache::flush(const dns::Name& name, bool subtree) {
+  if (!subtree) {
+    Locked& s = pick(name);
+    std::lock_guard g(s.mu);
+    return s.shard.flush(name, false);
+  }
+  size_t n = 0;
+  for (auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->shard.flush(name, true);
+  }
+  return n;
+}
+
+size_t Cache::flush_all() {
+  size_t n = 0;
+  for (auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->shard.flush_all();
+  }
+  return n;
+}
+
+void Cache::dump(std::ostream& os, uint64_t now_ms) const {
+  for (const auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    s->shard.dump(os, now_ms);
+  }
+}
+
+size_t Cache::entries() const {
+  size_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->shard.entries();
+  }
+  return n;
+}
+
+size_t Cache::bytes() const {
+  size_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->shard.bytes();
+  }
+  return n;
+}
+
+uint64_t Cache::evictions() const {
+  uint64_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->shard.evictions();
+  }
+  return n;
 }
 
 }  // namespace tern::control::resolver

@@ -2,42 +2,65 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 
 namespace tern::control::resolver {
 
-Infra::Server& Infra::get(const ServerAddr& a, uint64_t now) {
-  std::string k = a.key();
+Infra::Infra() {
+  for (size_t i = 0; i < kShards; ++i) shards_.push_back(std::make_unique<Shard>());
+}
+
+Infra::Shard& Infra::shard(const std::string& server_key) const {
+  // Server addresses are learned from glue: an attacker can pick them, but a crowded shard
+  // costs only lock contention and evicts within its own share of the bound.
+  return *shards_[std::hash<std::string>{}(server_key) % shards_.size()];
+}
+
+Infra::Server& Infra::Shard::get(const std::string& k, uint64_t now) {
   bool created = false;
-  servers_.get(k, now, &created);
+  servers.get(k, now, &created);
   if (created) shrink();
-  Server& s = servers_.get(k, now);  // shrink() never drops the newest entry
+  Server& s = servers.get(k, now);  // shrink() never drops the newest entry
   s.last_used = now;
   return s;
 }
 
-const Infra::Server* Infra::find(const ServerAddr& a) const { return servers_.find(a.key()); }
-
-void Infra::set_max_bytes(size_t b) {
-  max_bytes_ = b;
-  shrink();
+std::optional<Infra::Server> Infra::find(const ServerAddr& a) const {
+  std::string k = a.key();
+  Shard& s = shard(k);
+  std::lock_guard g(s.mu);
+  const Server* v = s.servers.find(k);
+  return v ? std::optional<Server>(*v) : std::nullopt;
 }
 
-void Infra::shrink() {
+void Infra::set_max_bytes(size_t b) {
+  max_bytes_.store(b, std::memory_order_relaxed);
+  for (auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    s->max_bytes = std::max<size_t>(b / shards_.size(), 1);
+    s->shrink();
+  }
+}
+
+void Infra::Shard::shrink() {
   // Whichever table holds the entry used longest ago gives it up; the newest entry of
   // each table stays, so the one being created is never the victim.
-  while (bytes() > max_bytes_) {
-    bool servers_can = servers_.size() > 1, lame_can = lame_.size() > 1;
+  while (bytes() > max_bytes) {
+    bool servers_can = servers.size() > 1, lame_can = lame.size() > 1;
     if (!servers_can && !lame_can) break;
-    if (servers_can && (!lame_can || servers_.oldest_use() <= lame_.oldest_use()))
-      servers_.erase(std::string(servers_.oldest_key()));  // a copy: erase frees the original
+    if (servers_can && (!lame_can || servers.oldest_use() <= lame.oldest_use()))
+      servers.erase(std::string(servers.oldest_key()));  // a copy: erase frees the original
     else
-      lame_.erase(std::string(lame_.oldest_key()));
-    ++evictions_;
+      lame.erase(std::string(lame.oldest_key()));
+    ++evictions;
   }
 }
 
 void Infra::rtt(const ServerAddr& a, uint32_t ms, uint64_t now) {
-  Server& s = get(a, now);
+  std::string k = a.key();
+  Shard& sh = shard(k);
+  std::lock_guard g(sh.mu);
+  Server& s = sh.get(k, now);
   int32_t r = int32_t(std::min<uint32_t>(ms, kMaxRtoMs));
   if (s.srtt < 0) {  // RFC 6298 §2.2
     s.srtt = r;
@@ -51,35 +74,49 @@ void Infra::rtt(const ServerAddr& a, uint32_t ms, uint64_t now) {
 }
 
 void Infra::timeout(const ServerAddr& a, uint64_t now) {
-  Server& s = get(a, now);
+  std::string k = a.key();
+  Shard& sh = shard(k);
+  std::lock_guard g(sh.mu);
+  Server& s = sh.get(k, now);
   // RFC 6298 §5.5: back off by doubling; the server sorts behind responsive ones.
   s.rto = std::min(kMaxRtoMs, s.rto * 2);
   ++s.timeouts;
 }
 
+void Infra::set_no_edns(const ServerAddr& a, uint64_t now) {
+  std::string k = a.key();
+  Shard& sh = shard(k);
+  std::lock_guard g(sh.mu);
+  sh.get(k, now).no_edns = true;
+}
+
 bool Infra::no_edns(const ServerAddr& a) const {
-  const Server* s = find(a);
+  auto s = find(a);
   return s && s->no_edns;
 }
 
 uint32_t Infra::rto(const ServerAddr& a) const {
-  const Server* s = find(a);
+  auto s = find(a);
   return s ? s->rto : kUnknownRtoMs;
 }
 
 void Infra::mark_lame(const ServerAddr& a, const std::string& zone_key, uint64_t now) {
-  get(a, now);
+  std::string k = a.key();
+  Shard& sh = shard(k);
+  std::lock_guard g(sh.mu);
+  sh.get(k, now);
   bool created = false;
-  std::string k = a.key() + zone_key;
-  lame_.get(k, now, &created) = now + kLameMs;
-  if (created) shrink();
+  sh.lame.get(k + zone_key, now, &created) = now + kLameMs;
+  if (created) sh.shrink();
 }
 
 bool Infra::lame(const ServerAddr& a, const std::string& zone_key, uint64_t now) const {
-  if (lame_.empty()) return false;
   std::string k = a.key();
+  Shard& sh = shard(k);
   k += zone_key;
-  const uint64_t* until = lame_.find(k);
+  std::lock_guard g(sh.mu);
+  if (sh.lame.empty()) return false;
+  const uint64_t* until = sh.lame.find(k);
   return until && *until > now;
 }
 
@@ -100,6 +137,57 @@ int Infra::choose(std::span<const ServerAddr> c, std::mt19937& rng) const {
   return best;
 }
 
+size_t Infra::size() const {
+  size_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->servers.size();
+  }
+  return n;
+}
+
+size_t Infra::lame_entries() const {
+  size_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->lame.size();
+  }
+  return n;
+}
+
+size_t Infra::bytes() const {
+  size_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->bytes();
+  }
+  return n;
+}
+
+uint64_t Infra::evictions() const {
+  uint64_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    n += s->evictions;
+  }
+  return n;
+}
+
+void Infra::count_query(const ServerAddr& a) {
+  std::lock_guard g(tally_mu_);
+  ++tally(a).queries;
+}
+
+void Infra::count_timeout(const ServerAddr& a) {
+  std::lock_guard g(tally_mu_);
+  ++tally(a).timeouts;
+}
+
+void Infra::count_error(const ServerAddr& a, UpstreamError e) {
+  std::lock_guard g(tally_mu_);
+  ++tally(a).errors[size_t(e)];
+}
+
 Infra::Tally& Infra::tally(const ServerAddr& a) {
   std::string k = a.key();
   auto it = tally_.find(k);
@@ -118,12 +206,24 @@ Infra::Tally& Infra::tally(const ServerAddr& a) {
   return t;
 }
 
-const Infra::Tally* Infra::find_tally(const ServerAddr& a) const {
+std::optional<Infra::Tally> Infra::find_tally(const ServerAddr& a) const {
+  std::lock_guard g(tally_mu_);
   auto it = tally_.find(a.key());
-  return it == tally_.end() ? nullptr : &it->second;
+  return it == tally_.end() ? std::nullopt : std::optional<Tally>(it->second);
 }
 
-std::vector<const Infra::Tally*> Infra::top(size_t n) const {
+size_t Infra::tallies() const {
+  std::lock_guard g(tally_mu_);
+  return tally_.size();
+}
+
+uint64_t Infra::tally_evictions() const {
+  std::lock_guard g(tally_mu_);
+  return tally_evictions_;
+}
+
+std::vector<Infra::Tally> Infra::top(size_t n) const {
+  std::lock_guard g(tally_mu_);
   std::vector<std::pair<const std::string*, const Tally*>> all;
   all.reserve(tally_.size());
   for (const auto& [k, t] : tally_) all.emplace_back(&k, &t);
@@ -133,15 +233,18 @@ std::vector<const Infra::Tally*> Infra::top(size_t n) const {
   };
   n = std::min(n, all.size());
   std::partial_sort(all.begin(), all.begin() + long(n), all.end(), more);
-  std::vector<const Tally*> out;
+  std::vector<Tally> out;
   out.reserve(n);
-  for (size_t i = 0; i < n; ++i) out.push_back(all[i].second);
+  for (size_t i = 0; i < n; ++i) out.push_back(*all[i].second);
   return out;
 }
 
 void Infra::expire(uint64_t now) {
-  lame_.erase_if([now](uint64_t until) { return until <= now; });
-  servers_.erase_if([now](const Server& s) { return s.last_used + 3600000 < now; });
+  for (auto& s : shards_) {
+    std::lock_guard g(s->mu);
+    s->lame.erase_if([now](uint64_t until) { return until <= now; });
+    s->servers.erase_if([now](const Server& v) { return v.last_used + 3600000 < now; });
+  }
 }
 
 }  // namespace tern::control::resolver

@@ -1,6 +1,10 @@
 // Per-upstream-server state, like Unbound's infra cache: smoothed RTT and RTO (RFC 6298
 // arithmetic), timeout backoff, EDNS capability, and lameness per (server, zone).
-// Single-threaded (EventLoop thread). Bounded twice: entries idle for an hour are dropped,
+// Shared by every event loop of tern-control. Concurrency contract: server and lameness
+// state is split into kShards shards by server address, each behind its own mutex (a
+// lame record lives in its server's shard); the operator tally has one mutex of its own,
+// taken once per upstream query and by metrics scrapes. A method takes at most one lock at
+// a time and returns copies, never pointers into the tables. Bounded twice: entries idle for an hour are dropped,
 // and server and lameness entries together never take more than max_bytes() (estimated per
 // entry: key, value and node overhead); past it the least recently used entry goes, so a
 // flood of glue naming ever new servers churns the cold end while the servers in use stay.
@@ -14,8 +18,12 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -120,6 +128,7 @@ class Infra {
   static constexpr uint32_t kMinRtoMs = 50;
   static constexpr uint32_t kMaxRtoMs = 120000;
   static constexpr uint64_t kLameMs = 900000;     // lameness is remembered 15 minutes
+  static constexpr size_t kShards = 8;
 
   struct Server {
     int32_t srtt = -1;  // ms, -1 unknown
@@ -130,9 +139,10 @@ class Infra {
     uint64_t last_used = 0;
   };
 
+  Infra();
   void rtt(const ServerAddr& a, uint32_t ms, uint64_t now);
   void timeout(const ServerAddr& a, uint64_t now);
-  void set_no_edns(const ServerAddr& a, uint64_t now) { get(a, now).no_edns = true; }
+  void set_no_edns(const ServerAddr& a, uint64_t now);
   bool no_edns(const ServerAddr& a) const;
   void mark_lame(const ServerAddr& a, const std::string& zone_key, uint64_t now);
   bool lame(const ServerAddr& a, const std::string& zone_key, uint64_t now) const;
@@ -140,16 +150,17 @@ class Infra {
   // Index of the candidate to ask next: lowest RTO; ties broken at random so equal
   // servers share load. -1 when `candidates` is empty.
   int choose(std::span<const ServerAddr> candidates, std::mt19937& rng) const;
-  const Server* find(const ServerAddr& a) const;
+  std::optional<Server> find(const ServerAddr& a) const;
   void expire(uint64_t now);
-  size_t size() const { return servers_.size(); }
-  size_t lame_entries() const { return lame_.size(); }
-  // Memory bound for server and lameness entries (see the top of the file).
+  size_t size() const;
+  size_t lame_entries() const;
+  // Memory bound for server and lameness entries (see the top of the file), split evenly
+  // over the shards.
   static constexpr size_t kDefaultMaxBytes = 16u << 20;
   void set_max_bytes(size_t b);
-  size_t max_bytes() const { return max_bytes_; }
-  size_t bytes() const { return servers_.bytes() + lame_.bytes(); }
-  uint64_t evictions() const { return evictions_; }
+  size_t max_bytes() const { return max_bytes_.load(std::memory_order_relaxed); }
+  size_t bytes() const;
+  uint64_t evictions() const;
 
   // Operator tallies (see the top of the file). Cumulative, never reset.
   static constexpr size_t kTallyMax = 1024;
@@ -158,25 +169,34 @@ class Infra {
     uint64_t queries = 0, timeouts = 0;
     std::array<uint64_t, kUpstreamErrorKinds> errors{};
   };
-  void count_query(const ServerAddr& a) { ++tally(a).queries; }
-  void count_timeout(const ServerAddr& a) { ++tally(a).timeouts; }
-  void count_error(const ServerAddr& a, UpstreamError e) { ++tally(a).errors[size_t(e)]; }
-  const Tally* find_tally(const ServerAddr& a) const;
+  void count_query(const ServerAddr& a);
+  void count_timeout(const ServerAddr& a);
+  void count_error(const ServerAddr& a, UpstreamError e);
+  std::optional<Tally> find_tally(const ServerAddr& a) const;
   // The `n` most-queried servers, most first (ties by address, so the order is stable).
-  std::vector<const Tally*> top(size_t n) const;
-  size_t tallies() const { return tally_.size(); }
-  uint64_t tally_evictions() const { return tally_evictions_; }
+  std::vector<Tally> top(size_t n) const;
+  size_t tallies() const;
+  uint64_t tally_evictions() const;
 
  private:
-  Server& get(const ServerAddr& a, uint64_t now);
-  Tally& tally(const ServerAddr& a);
+  struct alignas(64) Shard {
+    mutable std::mutex mu;
+    LruMap<Server> servers;
+    LruMap<uint64_t> lame;  // server key + zone key -> until
+    size_t max_bytes = kDefaultMaxBytes / kShards;
+    uint64_t evictions = 0;
+    Server& get(const std::string& k, uint64_t now);
+    void shrink();  // evicts least recently used entries down to max_bytes
+    size_t bytes() const { return servers.bytes() + lame.bytes(); }
+  };
+  Shard& shard(const std::string& server_key) const;
+  Tally& tally(const ServerAddr& a);  // tally_mu_ held
+
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<size_t> max_bytes_{kDefaultMaxBytes};
+  mutable std::mutex tally_mu_;
   std::unordered_map<std::string, Tally> tally_;  // server key -> tally, <= kTallyMax
   uint64_t tally_evictions_ = 0;
-  void shrink();  // evicts least recently used entries down to max_bytes_
-  LruMap<Server> servers_;
-  LruMap<uint64_t> lame_;  // server key + zone key -> until
-  size_t max_bytes_ = kDefaultMaxBytes;
-  uint64_t evictions_ = 0;
 };
 
 }  // namespace tern::control::resolver

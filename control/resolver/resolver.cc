@@ -10,20 +10,43 @@
 namespace tern::control::resolver {
 namespace {
 
-// Query IDs and 0x20 bits must be unpredictable (RFC 5452 §9.2): kernel CSPRNG, batched.
+// Query IDs and 0x20 bits must be unpredictable (RFC 5452 §9.2): kernel CSPRNG, batched,
+// one batch per thread (every event loop draws its own).
 uint32_t secure_random() {
-  static uint32_t pool[256];
-  static size_t left = 0;
+  thread_local uint32_t pool[256];
+  thread_local size_t left = 0;
   if (left == 0) {
     ssize_t n = getrandom(pool, sizeof pool, 0);
     left = n > 0 ? size_t(n) / sizeof pool[0] : 0;
     if (left == 0) {  // getrandom cannot fail on Linux ≥3.17 once seeded; be safe anyway
-      static std::random_device rd;
+      thread_local std::random_device rd;
       return rd();
     }
   }
   return pool[--left];
 }
+
+dns::RrList clone(const ldns_rr_list* l) { return dns::RrList(ldns_rr_list_clone(l)); }
+
+Answer clone(const Answer& a) {
+  Answer c;
+  c.rcode = a.rcode;
+  c.stale = a.stale;
+  for (auto& s : a.answer) c.answer.push_back(clone(s.get()));
+  for (auto& s : a.authority) c.authority.push_back(clone(s.get()));
+  return c;
+}
+
+size_t hash_key(const std::string& k) { return std::hash<std::string>{}(k); }
+
+void clamp_ttls(ldns_rr_list* l, uint32_t floor, uint32_t cap) {
+  for (size_t i = 0; i < ldns_rr_list_rr_count(l); ++i) {
+    ldns_rr* rr = ldns_rr_list_rr(l, i);
+    ldns_rr_set_ttl(rr, std::min(std::max(ldns_rr_ttl(rr), floor), cap));
+  }
+}
+
+}  // namespace
 
 std::string question_key(const Question& q) {
   std::string k = q.name.key();
@@ -34,16 +57,128 @@ std::string question_key(const Question& q) {
   return k;
 }
 
-dns::RrList clone(const ldns_rr_list* l) { return dns::RrList(ldns_rr_list_clone(l)); }
+// ---------------------------------------------------------------------------------------
+// Joins and FetchLimits (contracts in resolver.h).
 
-void clamp_ttls(ldns_rr_list* l, uint32_t floor, uint32_t cap) {
-  for (size_t i = 0; i < ldns_rr_list_rr_count(l); ++i) {
-    ldns_rr* rr = ldns_rr_list_rr(l, i);
-    ldns_rr_set_ttl(rr, std::min(std::max(ldns_rr_ttl(rr), floor), cap));
+Joins::Shard& Joins::shard(const std::string& key) { return shards_[hash_key(key) % kShards]; }
+
+bool Joins::claim(const std::string& key, EventLoop* loop, Done& done) {
+  Shard& s = shard(key);
+  std::lock_guard g(s.mu);
+  auto [it, fresh] = s.keys.try_emplace(key);
+  if (fresh) return true;
+  it->second.push_back({loop, std::move(done)});
+  return false;
+}
+
+void Joins::release(const std::string& key, const Answer& a) {
+  std::vector<Waiter> ws;
+  {
+    Shard& s = shard(key);
+    std::lock_guard g(s.mu);
+    auto it = s.keys.find(key);
+    if (it == s.keys.end()) return;
+    ws = std::move(it->second);
+    s.keys.erase(it);
+  }
+  for (auto& w : ws) {
+    // A clone per waiter: ldns lists are not shared between threads.
+    auto copy = std::make_shared<Answer>(clone(a));
+    w.loop->post([done = std::move(w.done), copy] { done(*copy); });
   }
 }
 
-}  // namespace
+size_t Joins::owned() const {
+  size_t n = 0;
+  for (const auto& s : shards_) {
+    std::lock_guard g(s.mu);
+    n += s.keys.size();
+  }
+  return n;
+}
+
+FetchLimits::Shard& FetchLimits::zone_shard(const std::string& k) const {
+  return zones_[hash_key(k) % kShards];
+}
+FetchLimits::Shard& FetchLimits::server_shard(const std::string& k) const {
+  return servers_[hash_key(k) % kShards];
+}
+
+FetchLimits::Verdict FetchLimits::acquire(const std::string& zone_key, const std::string& server_key,
+                                          unsigned per_zone, unsigned per_server, Slot& out) {
+  out.reset();
+  {
+    Shard& z = zone_shard(zone_key);
+    std::lock_guard g(z.mu);
+    unsigned& n = z.n[zone_key];
+    if (per_zone && n >= per_zone) return Verdict::zone_full;
+    ++n;
+    uint64_t peak = zone_peak_.load(std::memory_order_relaxed);
+    while (n > peak && !zone_peak_.compare_exchange_weak(peak, n, std::memory_order_relaxed)) {
+    }
+  }
+  {
+    Shard& sv = server_shard(server_key);
+    std::lock_guard g(sv.mu);
+    unsigned& n = sv.n[server_key];
+    if (!per_server || n < per_server) {
+      ++n;
+      out.f_ = this;
+      out.zone_ = zone_key;
+      out.server_ = server_key;
+      return Verdict::ok;
+    }
+    if (n == 0) sv.n.erase(server_key);
+  }
+  Shard& z = zone_shard(zone_key);  // the zone slot taken above goes back
+  std::lock_guard g(z.mu);
+  if (auto it = z.n.find(zone_key); it != z.n.end() && --it->second == 0) z.n.erase(it);
+  return Verdict::server_full;
+}
+
+void FetchLimits::give_back(const std::string& zone_key, const std::string& server_key) {
+  {
+    Shard& z = zone_shard(zone_key);
+    std::lock_guard g(z.mu);
+    if (auto it = z.n.find(zone_key); it != z.n.end() && --it->second == 0) z.n.erase(it);
+  }
+  Shard& sv = server_shard(server_key);
+  std::lock_guard g(sv.mu);
+  if (auto it = sv.n.find(server_key); it != sv.n.end() && --it->second == 0) sv.n.erase(it);
+}
+
+bool FetchLimits::server_full(const std::string& server_key, unsigned per_server) const {
+  if (!per_server) return false;
+  Shard& sv = server_shard(server_key);
+  std::lock_guard g(sv.mu);
+  auto it = sv.n.find(server_key);
+  return it != sv.n.end() && it->second >= per_server;
+}
+
+unsigned FetchLimits::zone_in_flight(const std::string& zone_key) const {
+  Shard& z = zone_shard(zone_key);
+  std::lock_guard g(z.mu);
+  auto it = z.n.find(zone_key);
+  return it == z.n.end() ? 0 : it->second;
+}
+
+FetchLimits::Slot& FetchLimits::Slot::operator=(Slot&& o) noexcept {
+  if (this != &o) {
+    reset();
+    f_ = o.f_;
+    zone_ = std::move(o.zone_);
+    server_ = std::move(o.server_);
+    o.f_ = nullptr;
+  }
+  return *this;
+}
+
+void FetchLimits::Slot::reset() {
+  if (f_) f_->give_back(zone_, server_);
+  f_ = nullptr;
+}
+
+// ---------------------------------------------------------------------------------------
 
 std::optional<std::string> prepare(const Config& c, ResolverConfig& r, Hints& hints) {
   std::string err;
@@ -60,6 +195,8 @@ std::optional<std::string> prepare(const Config& c, ResolverConfig& r, Hints& hi
   r.prefetch = c.prefetch;
   r.stale_answer_ttl = c.stale_answer_ttl;
   r.max_outstanding_total = c.max_outstanding_total;
+  r.fetches_per_zone = c.fetches_per_zone;
+  r.fetches_per_server = c.fetches_per_server;
   r.cache = CacheLimits{c.max_bytes, c.ttl_floor, c.ttl_cap, c.neg_ttl_cap, c.servfail_ttl,
                         c.serve_stale, c.stale_window};
   auto routes = [](const std::vector<ZoneRoute>& in, std::vector<Route>& out,
@@ -113,8 +250,17 @@ class Resolution {
       : r_(r), id_(id), q_(std::move(q)), depth_(depth), budget_(std::move(budget)),
         prefetch_(prefetch), cur_(q_.name), qmin_(r.cfg_.qname_minimisation) {}
 
+  ~Resolution() {
+    // Never finished (the Resolver is going away): other loops' waiters must not hang.
+    if (!shared_key.empty() && !done_) {
+      Answer a;
+      a.rcode = LDNS_RCODE_SERVFAIL;
+      r_.shared_->joins.release(shared_key, a);
+    }
+  }
   std::vector<Resolver::Done> waiters;
-  std::string join_key;  // set when clients may join this resolution (Resolver::joinable_)
+  std::string join_key;    // set when clients may join this resolution (Resolver::joinable_)
+  std::string shared_key;  // set when this resolution owns its key in Shared::joins
   void start() { restart(prefetch_ || prefilled_); }
   // Continue from a cache-only miss: its CNAMEs are ours, `last` is what is left.
   void prefill(std::vector<dns::RrList> chain, const dns::Name& last) {
@@ -147,6 +293,8 @@ class Resolution {
   void resolve_ns_name();
   void finish(unsigned rcode, dns::RrList soa = nullptr);
   void fail(const char* why);
+  // Hands `a` to every waiter, here and on other loops.
+  void deliver(Answer& a);
   bool partial() const { return !sent_name_.equals(cur_); }
   void cache_sets(const std::vector<dns::RrList>& sets, Trust t);
 
@@ -183,6 +331,7 @@ class Resolution {
   size_t cur_srv_ = 0;
   bool cur_tcp_ = false, cur_edns_ = true;
   std::unique_ptr<Upstream> up_;
+  FetchLimits::Slot fetch_;  // held while up_ is in flight
   uint64_t sub_ = 0;  // id of a running sub-resolution
 };
 
@@ -248,7 +397,7 @@ bool Resolution::find_delegation() {
         }
       }
       // The NS RRset of z, when cached, is the closest known delegation.
-      if (CacheEntry* e = r_.cache_.get(z, LDNS_RR_TYPE_NS, EntryKind::rrset, r_.now())) {
+      if (auto e = r_.cache_.get(z, LDNS_RR_TYPE_NS, EntryKind::rrset, r_.now())) {
         mode_ = Mode::iterate;
         zone_ = z;
         zone_from_cache_ = true;
@@ -293,7 +442,7 @@ bool Resolution::refused(const ServerAddr& a) {
 
 void Resolution::add_addresses(const dns::Name& n) {
   for (uint16_t t : {uint16_t(LDNS_RR_TYPE_A), uint16_t(LDNS_RR_TYPE_AAAA)}) {
-    CacheEntry* e = r_.cache_.get(n, t, EntryKind::rrset, r_.now());
+    auto e = r_.cache_.get(n, t, EntryKind::rrset, r_.now());
     if (!e) continue;
     for (size_t i = 0; i < ldns_rr_list_rr_count(e->rrs.get()); ++i) {
       ServerAddr a = ServerAddr::from_rr(ldns_rr_list_rr(e->rrs.get(), i));
@@ -319,7 +468,7 @@ void Resolution::next_query() {
   // A server that timed out on its last 6 queries (two resolutions' worth) gets one try
   // per resolution instead of `retries` (like Unbound's probing of blocked servers).
   auto allowed = [&](const Srv& s) {
-    const Infra::Server* st = r_.infra_.find(s.addr);
+    auto st = r_.infra_.find(s.addr);
     return st && st->timeouts >= 6 ? 1u : cfg.retries;
   };
   struct State {
@@ -351,6 +500,20 @@ void Resolution::next_query() {
     }
     return fail(saw_timeout_ ? "all servers timed out" : "no usable server");
   }
+  if (cfg.fetches_per_server && cand.size() > 1) {
+    // fetches-per-server: prefer servers with room; send() decides when all are full.
+    std::vector<ServerAddr> roomy;
+    std::vector<size_t> roomy_idx;
+    for (size_t i = 0; i < cand.size(); ++i)
+      if (!r_.shared_->fetches.server_full(cand[i].key(), cfg.fetches_per_server)) {
+        roomy.push_back(cand[i]);
+        roomy_idx.push_back(idx[i]);
+      }
+    if (!roomy.empty()) {
+      cand = std::move(roomy);
+      idx = std::move(roomy_idx);
+    }
+  }
   int pick = r_.infra_.choose(cand, r_.rng_);
   const ServerAddr& a = cand[size_t(pick)];
   send(idx[size_t(pick)], false, !r_.infra_.no_edns(a));
@@ -381,6 +544,19 @@ void Resolution::resolve_ns_name() {
 
 void Resolution::send(size_t idx, bool tcp, bool edns) {
   const auto& cfg = r_.cfg_;
+  // Upstream protection (BIND's fetches-per-zone / fetches-per-server): a query beyond
+  // the limits is not sent; the resolution fails (serve-stale may still answer), counted.
+  up_.reset();
+  switch (r_.shared_->fetches.acquire(zone_.key(), servers_[idx].addr.key(), cfg.fetches_per_zone,
+                                      cfg.fetches_per_server, fetch_)) {
+    case FetchLimits::Verdict::ok: break;
+    case FetchLimits::Verdict::zone_full:
+      ++r_.stats_.fetches_zone_dropped;
+      return fail("fetches-per-zone reached");
+    case FetchLimits::Verdict::server_full:
+      ++r_.stats_.fetches_server_dropped;
+      return fail("fetches-per-server reached");
+  }
   --*budget_;
   cur_srv_ = idx;
   cur_tcp_ = tcp;
@@ -450,6 +626,7 @@ void Resolution::send(size_t idx, bool tcp, bool edns) {
 
 void Resolution::on_reply(UpstreamResult res) {
   // up_ stays alive until the next send() or our destruction; it is finished already.
+  fetch_.reset();  // the query is over: its fetch slot goes back at once
   Srv& srv = servers_[cur_srv_];
   uint64_t now = r_.now();
   if (res.status != UpstreamResult::ok) {
@@ -629,8 +806,9 @@ void Resolution::fail(const char*) {
   if (depth_ == 0 && r_.assemble(q_, a, true, nullptr, true) && a.stale) {
     ++r_.stats_.answers_stale;
     done_ = true;
-    for (auto& w : waiters) w(a);
-    waiters.clear();
+    up_.reset();
+    fetch_.reset();
+    deliver(a);
     return r_.retire(id_);
   }
   r_.cache_.put_servfail(q_.name, q_.type, r_.now());
@@ -642,6 +820,7 @@ void Resolution::finish(unsigned rcode, dns::RrList soa) {
   if (done_) return;
   done_ = true;
   up_.reset();
+  fetch_.reset();
   Answer a;
   a.rcode = rcode;
   const auto& lim = r_.cfg_.cache;
@@ -656,27 +835,40 @@ void Resolution::finish(unsigned rcode, dns::RrList soa) {
       ldns_rr_set_ttl(ldns_rr_list_rr(soa.get(), i), nttl);
     a.authority.push_back(std::move(soa));
   }
+  deliver(a);
+  r_.retire(id_);
+}
+
+void Resolution::deliver(Answer& a) {
+  fetch_.reset();
+  if (!shared_key.empty()) {
+    r_.shared_->joins.release(shared_key, a);  // other loops' clients, each a clone
+    shared_key.clear();
+  }
   for (size_t i = 0; i < waiters.size(); ++i) {
     if (i + 1 == waiters.size()) {
       waiters[i](a);
     } else {
-      Answer copy;
-      copy.rcode = a.rcode;
-      for (auto& s : a.answer) copy.answer.push_back(clone(s.get()));
-      for (auto& s : a.authority) copy.authority.push_back(clone(s.get()));
+      Answer copy = clone(a);
       waiters[i](copy);
     }
   }
   waiters.clear();
-  r_.retire(id_);
 }
 
 // ---------------------------------------------------------------------------------------
 
-Resolver::Resolver(EventLoop& loop) : loop_(loop), cache_(CacheLimits{}), rng_(secure_random()) {}
+Resolver::Resolver(EventLoop& loop, std::shared_ptr<Shared> shared)
+    : loop_(loop),
+      shared_(shared ? std::move(shared) : std::make_shared<Shared>()),
+      cache_(shared_->cache),
+      infra_(shared_->infra),
+      rng_(secure_random()) {}
 
 Resolver::~Resolver() {
   if (housekeeping_) loop_.cancel(housekeeping_);
+  shared_->resolutions.fetch_sub(active_.size(), std::memory_order_relaxed);
+  active_.clear();  // before the members they use
 }
 
 void Resolver::configure(ResolverConfig cfg, Hints hints) {
@@ -707,7 +899,9 @@ void Resolver::retire(uint64_t id) {
     if (it != joinable_.end() && it->second == id) joinable_.erase(it);
   }
   // Destroyed on the next turn: we are usually inside one of its callbacks right now.
-  loop_.after(std::chrono::milliseconds(0), [this, id] { active_.erase(id); });
+  loop_.after(std::chrono::milliseconds(0), [this, id] {
+    if (active_.erase(id)) shared_->resolutions.fetch_sub(1, std::memory_order_relaxed);
+  });
 }
 
 bool Resolver::assemble(const Question& q, Answer& out, bool allow_stale, dns::Name* last,
@@ -719,19 +913,19 @@ bool Resolver::assemble(const Question& q, Answer& out, bool allow_stale, dns::N
   out.answer.clear();
   out.authority.clear();
   out.stale = false;
-  auto usable = [&](CacheEntry* e) {
+  auto usable = [&](const CacheHit& e) {
     return e && (!for_client || e->trust >= Trust::answer_nonauth);
   };
   for (unsigned step = 0; step <= cfg_.max_chain; ++step) {
-    CacheEntry* e = cache_.get(cur, q.type, EntryKind::rrset, now, allow_stale);
+    CacheHit e = cache_.get(cur, q.type, EntryKind::rrset, now, allow_stale);
     if (usable(e)) {
       out.stale |= e->expire_ms <= now;
       out.answer.push_back(Cache::with_ttl(*e, now, sttl));
       if (for_client && cfg_.prefetch && !allow_stale && !e->prefetching && e->hits > 2 &&
-          e->expire_ms > now && (e->expire_ms - now) * 10 < uint64_t(e->ttl) * 1000) {
+          e->expire_ms > now && (e->expire_ms - now) * 10 < uint64_t(e->ttl) * 1000 &&
+          cache_.claim_prefetch(cur, q.type)) {
         // Prefetch (as Unbound's): refresh a popular entry in the last 10% of its TTL,
-        // in the background, while still answering from cache.
-        e->prefetching = true;
+        // in the background, while still answering from cache. One loop wins the claim.
         ++stats_.prefetches;
         start(Question{cur, q.type, q.cls}, 0,
               std::make_shared<unsigned>(cfg_.max_upstream_queries), true, nullptr);
@@ -749,15 +943,23 @@ bool Resolver::assemble(const Question& q, Answer& out, bool allow_stale, dns::N
       out.authority.push_back(Cache::with_ttl(*e, now, sttl));
       return true;
     }
+    // RFC 8020: an NXDOMAIN cached for an ancestor means cur does not exist either.
+    if ((e = cache_.nxdomain_above(cur, now, allow_stale))) {
+      ++stats_.nxdomain_cut;
+      out.stale |= e->expire_ms <= now;
+      out.rcode = LDNS_RCODE_NXDOMAIN;
+      out.authority.push_back(Cache::with_ttl(*e, now, sttl));
+      return true;
+    }
     // A cached DNAME above cur (RFC 6672 §3.2): answer with it and a fresh CNAME.
     bool via_dname = false;
     // Skipped outright when no DNAME is cached, and per ancestor when none is cached at
     // that depth: most caches hold no DNAME, and these lookups are most of a cold miss.
     for (dns::Name z = cur.parent(); q.type != LDNS_RR_TYPE_DNAME && cache_.any_dname();
          z = z.parent()) {
-      CacheEntry* d = cache_.may_have_dname(z.labels())
-                          ? cache_.get(z, LDNS_RR_TYPE_DNAME, EntryKind::rrset, now, allow_stale)
-                          : nullptr;
+      CacheHit d = cache_.may_have_dname(z.labels())
+                       ? cache_.get(z, LDNS_RR_TYPE_DNAME, EntryKind::rrset, now, allow_stale)
+                       : CacheHit();
       if (usable(d)) {
         const ldns_rr* drr = ldns_rr_list_rr(d->rrs.get(), 0);
         dns::Name target;
@@ -831,12 +1033,21 @@ bool Resolver::resolve(const Question& q, Done done) {
       return true;
     }
   }
-  if (active_.size() >= cfg_.max_outstanding_total) {
+  if (shared_->resolutions.load(std::memory_order_relaxed) >= cfg_.max_outstanding_total) {
     ++stats_.dropped_total_limit;
     return false;
   }
+  std::string shared_key;
+  if (shared_->loops.load(std::memory_order_relaxed) > 1) {
+    // Another loop fetching the same question: wait for its answer, send nothing.
+    if (!shared_->joins.claim(key, &loop_, done)) {
+      ++stats_.joined_other_loop;
+      return true;
+    }
+    shared_key = key;
+  }
   uint64_t id = start(q, 0, std::make_shared<unsigned>(cfg_.max_upstream_queries), false,
-                      std::move(done), &a, &last);
+                      std::move(done), &a, &last, std::move(shared_key));
   Resolution* r = find(id);
   if (!r || r->finished()) return true;
   joinable_[key] = id;
@@ -854,12 +1065,9 @@ bool Resolver::resolve(const Question& q, Done done) {
       stats_.answers_stale += r->waiters.size();
       auto ws = std::move(r->waiters);
       r->waiters.clear();
+      a.stale = true;
       for (auto& w : ws) {
-        Answer copy;
-        copy.rcode = a.rcode;
-        copy.stale = true;
-        for (auto& s : a.answer) copy.answer.push_back(clone(s.get()));
-        for (auto& s : a.authority) copy.authority.push_back(clone(s.get()));
+        Answer copy = clone(a);
         w(copy);
       }
     });
@@ -868,13 +1076,16 @@ bool Resolver::resolve(const Question& q, Done done) {
 }
 
 uint64_t Resolver::start(const Question& q, int depth, std::shared_ptr<unsigned> budget,
-                         bool prefetch, Done done, Answer* partial, const dns::Name* last) {
+                         bool prefetch, Done done, Answer* partial, const dns::Name* last,
+                         std::string shared_key) {
   uint64_t id = next_id_++;
   auto res = std::make_unique<Resolution>(*this, id, q, depth, std::move(budget), prefetch);
   Resolution* p = res.get();
   if (done) p->waiters.push_back(std::move(done));
   if (partial && last) p->prefill(std::move(partial->answer), *last);
+  p->shared_key = std::move(shared_key);  // before start(): it may finish at once
   active_.emplace(id, std::move(res));
+  shared_->resolutions.fetch_add(1, std::memory_order_relaxed);
   ++stats_.resolutions;
   p->start();
   return id;

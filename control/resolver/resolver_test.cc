@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <memory>
+#include <thread>
 
 #include "control/resolver/auth_harness.h"
 #include "control/resolver/test_util.h"
@@ -247,8 +248,8 @@ TEST_F(ResolverTest, PerServerTalliesShowQueriesTimeoutsAndRefusals) {
   EXPECT_NE(answers(a).find("198.18.9.1"), std::string::npos);
 
   const Infra& inf = res_->infra();
-  const Infra::Tally* d = inf.find_tally(dead);
-  const Infra::Tally* l = inf.find_tally(live);
+  auto d = inf.find_tally(dead);
+  auto l = inf.find_tally(live);
   ASSERT_TRUE(d && l);
   EXPECT_GE(d->queries, 1u);
   EXPECT_EQ(d->timeouts, d->queries);
@@ -267,17 +268,20 @@ TEST_F(ResolverTest, PerServerTalliesShowQueriesTimeoutsAndRefusals) {
   }
   res_->cache().flush_all();
   resolve("www.example.test.", LDNS_RR_TYPE_A);
+  d = inf.find_tally(dead);  // a copy: read it again
+  ASSERT_TRUE(d);
   EXPECT_EQ(d->errors[size_t(UpstreamError::refused)], 1u);
   uint64_t dq = d->queries;
   res_->infra().expire(res_->now() + 2 * 3600 * 1000);
-  EXPECT_EQ(inf.find(dead), nullptr);
-  ASSERT_EQ(inf.find_tally(dead), d);
+  EXPECT_FALSE(inf.find(dead).has_value());
+  d = inf.find_tally(dead);
+  ASSERT_TRUE(d);
   EXPECT_EQ(d->queries, dq);
 
   // The exported view: top servers by queries, the root and the live example server in it.
   auto top = inf.top(64);
   ASSERT_GE(top.size(), 3u);
-  for (size_t i = 1; i < top.size(); ++i) EXPECT_GE(top[i - 1]->queries, top[i]->queries);
+  for (size_t i = 1; i < top.size(); ++i) EXPECT_GE(top[i - 1].queries, top[i].queries);
   EXPECT_EQ(inf.top(1).size(), 1u);
 }
 
@@ -445,6 +449,101 @@ TEST(ResolverPrepare, DoNotQueryAddsTheNodesOwnAddresses) {
   ASSERT_EQ(prepare(c, rc, h), std::nullopt);
   EXPECT_EQ(rc.do_not_query.size(), 1u);
   unlink(hints.c_str());
+}
+
+
+// RFC 8020: once nope.example.test is known not to exist, nothing below it exists either;
+// the cache says so without asking the zone's servers again.
+TEST_F(ResolverTest, NxdomainCutAnswersNamesBelowFromTheCache) {
+  Answer a = resolve("nope.example.test.", LDNS_RR_TYPE_A);
+  ASSERT_EQ(a.rcode, unsigned(LDNS_RCODE_NXDOMAIN));
+  int before = ex1_->queries + ex2_->queries;
+  a = resolve("deep.under.nope.example.test.", LDNS_RR_TYPE_AAAA);
+  EXPECT_EQ(a.rcode, unsigned(LDNS_RCODE_NXDOMAIN));
+  ASSERT_EQ(a.authority.size(), 1u);  // the SOA of the cut, with its negative TTL
+  EXPECT_EQ(ldns_rr_get_type(ldns_rr_list_rr(a.authority[0].get(), 0)), LDNS_RR_TYPE_SOA);
+  EXPECT_EQ(before, ex1_->queries + ex2_->queries);
+  EXPECT_EQ(res_->stats().nxdomain_cut, 1u);
+  // A sibling is not covered: it is asked.
+  a = resolve("www.example.test.", LDNS_RR_TYPE_A);
+  EXPECT_EQ(a.rcode, unsigned(LDNS_RCODE_NOERROR));
+  EXPECT_GT(ex1_->queries + ex2_->queries, before);
+}
+
+// fetches-per-zone = 1: while one query to example.test's (dead) servers is in flight, a
+// second resolution in that zone is refused at once with SERVFAIL, counted; the zone never
+// has two queries in flight.
+TEST_F(ResolverTest, FetchesPerZoneRefusesQueriesBeyondTheLimit) {
+  resolve("www.example.test.", LDNS_RR_TYPE_A);  // learn the delegation first
+  ResolverConfig c = cfg_;
+  c.fetches_per_zone = 1;
+  c.retries = 1;
+  std::string err;
+  auto h = parse_hints(at(". 3600000 NS a.root.test.\na.root.test. 3600000 A 127.53.0.1\n"), "hints", err);
+  ASSERT_TRUE(h) << err;
+  res_->configure(c, std::move(*h));
+  ex1_->dead = true;
+  ex2_->dead = true;
+  unsigned first = 99, second = 99;
+  int done = 0;
+  auto guard = loop_.after(std::chrono::seconds(10), [&] { loop_.stop(); });
+  res_->resolve(Question{name("a.example.test."), LDNS_RR_TYPE_A, 1}, [&](Answer& a) {
+    first = a.rcode;
+    if (++done == 2) loop_.stop();
+  });
+  res_->resolve(Question{name("b.example.test."), LDNS_RR_TYPE_A, 1}, [&](Answer& a) {
+    second = a.rcode;
+    if (++done == 2) loop_.stop();
+  });
+  EXPECT_EQ(second, unsigned(LDNS_RCODE_SERVFAIL));  // refused before anything was sent
+  if (done < 2) loop_.run();
+  loop_.cancel(guard);
+  EXPECT_EQ(done, 2);
+  EXPECT_EQ(first, unsigned(LDNS_RCODE_SERVFAIL));  // the dead servers time out
+  EXPECT_EQ(res_->stats().fetches_zone_dropped, 1u);
+  EXPECT_EQ(res_->shared().fetches.zone_peak(), 1u);
+  EXPECT_EQ(res_->shared().fetches.zone_in_flight(name("example.test.").key()), 0u);
+}
+
+// Two event loops share one cache: the second loop's identical question waits for the
+// first loop's fetch and sends nothing upstream.
+TEST_F(ResolverTest, IdenticalQuestionOnAnotherLoopJoinsTheFirstFetch) {
+  auto shared = std::make_shared<Shared>();
+  shared->loops = 2;
+  std::string err;
+  EventLoop loop_b;
+  Resolver a(loop_, shared), b(loop_b, shared);
+  for (Resolver* r : {&a, &b}) {
+    auto h = parse_hints(at(". 3600000 NS a.root.test.\na.root.test. 3600000 A 127.53.0.1\n"), "hints", err);
+    ASSERT_TRUE(h) << err;
+    r->configure(cfg_, std::move(*h));
+  }
+  Question q{name("www.example.test."), LDNS_RR_TYPE_A, 1};
+  std::string got_a, got_b;
+  // Both asked before either loop runs: b finds a's fetch in flight.
+  a.resolve(q, [&](Answer& x) {
+    for (auto& l : x.answer) got_a += text(l.get());
+    loop_.stop();
+  });
+  b.resolve(q, [&](Answer& x) {  // runs on loop_b's thread
+    for (auto& l : x.answer) got_b += text(l.get());
+    loop_b.stop();
+  });
+  EXPECT_EQ(b.stats().joined_other_loop, 1u);
+  std::thread tb([&] {
+    auto guard = loop_b.after(std::chrono::seconds(10), [&] { loop_b.stop(); });
+    loop_b.run();
+    loop_b.cancel(guard);
+  });
+  auto guard = loop_.after(std::chrono::seconds(10), [&] { loop_.stop(); });
+  loop_.run();
+  loop_.cancel(guard);
+  tb.join();
+  EXPECT_NE(got_a.find("198.18.9.1"), std::string::npos) << got_a;
+  EXPECT_EQ(got_a, got_b);
+  EXPECT_EQ(b.upstream_stats().udp_sent, 0u);
+  EXPECT_EQ(ex1_->queries + ex2_->queries, 1);  // one fetch for both loops
+  EXPECT_EQ(shared->joins.owned(), 0u);
 }
 
 }  // namespace
