@@ -18,6 +18,7 @@
 #include "control/resolver/message.h"
 #include "control/resolver/msgcache.h"
 #include "control/resolver/resolver.h"
+#include "control/resolver/validator.h"
 
 namespace tern::control {
 
@@ -181,7 +182,7 @@ struct TcpConn {
 
 class Frontend {
  public:
-  Frontend(EventLoop& loop, resolver::Resolver& r) : loop_(loop), res_(r) {}
+  Frontend(EventLoop& loop, resolver::Validator& v) : loop_(loop), val_(v) {}
   ~Frontend() {
     for (auto& [fd, c] : conns_) {
       if (c->idle) loop_.cancel(c->idle);
@@ -328,7 +329,7 @@ class Frontend {
       bool tc = false;
       auto out = resolver::answer_reply(q, a, set_.edns_size, limit, tc);
       if (tc) ++st_.answers_truncated;
-      else if (!a.stale) msgcache_.store(q, out, loop_.now_ms());
+      else if (!a.stale) msgcache_.store(q, out, loop_.now_ms(), a.sec == resolver::Security::secure);
       count_rcode(a.rcode);
       sink(std::move(out));
     };
@@ -336,7 +337,7 @@ class Frontend {
       // RD=0: the cache only, never recursion (RFC 1034 §4.3.1).
       ++st_.queries_rd0;
       Answer a;
-      if (!res_.lookup(question, a)) {
+      if (!val_.lookup(question, q.cd, a)) {
         ++st_.rd0_cache_miss;
         ++st_.answers_refused;
         sink(resolver::error_reply(q, LDNS_RCODE_REFUSED, set_.edns_size));
@@ -352,7 +353,7 @@ class Frontend {
       return false;
     }
     ++n;
-    bool started = res_.resolve(question, [this, ck, reply](Answer& a) {
+    bool started = val_.resolve(question, q.cd, [this, ck, reply](Answer& a) {
       if (auto it = per_client_.find(ck); it != per_client_.end() && --it->second == 0)
         per_client_.erase(it);
       reply(a);
@@ -664,7 +665,7 @@ class Frontend {
   }
 
   EventLoop& loop_;
-  resolver::Resolver& res_;
+  resolver::Validator& val_;
   Settings set_;
   resolver::MsgCache msgcache_;
   Query fast_q_;                    // reused by fast_udp: keeps its string capacity
@@ -679,7 +680,8 @@ class Frontend {
 Server::Server(EventLoop& loop)
     : loop_(loop),
       resolver_(std::make_unique<resolver::Resolver>(loop)),
-      frontend_(std::make_unique<Frontend>(loop, *resolver_)) {}
+      validator_(std::make_unique<resolver::Validator>(loop, *resolver_)),
+      frontend_(std::make_unique<Frontend>(loop, *validator_)) {}
 
 Server::~Server() = default;
 
@@ -688,10 +690,14 @@ std::optional<std::string> Server::apply(const Config& c) {
   resolver::ResolverConfig rc;
   resolver::Hints hints;
   if (auto e = resolver::prepare(c, rc, hints)) return e;
+  resolver::DnssecConfig dc;
+  if (auto e = resolver::prepare_dnssec(c, dc)) return e;
+  rc.dnssec_ok = true;
   if (c.listen.empty()) return std::string("[server] listen: no endpoint configured; add listen = ADDR:PORT");
   std::map<std::string, std::shared_ptr<Listener>> next;
   if (auto e = frontend_->prepare(c, next)) return e;  // new sockets close with `next`
   resolver_->configure(std::move(rc), std::move(hints));
+  validator_->configure(std::move(dc));
   frontend_->commit(c, std::move(next));
   return std::nullopt;
 }
@@ -702,6 +708,12 @@ void Server::counters(std::vector<std::pair<std::string, uint64_t>>& out) const 
 #define X(n) out.emplace_back("resolver_" #n, s.n);
   TERN_RESOLVER_COUNTERS(X)
 #undef X
+  const auto& v = validator_->stats();
+#define X(n) out.emplace_back("dnssec_" #n, v.n);
+  TERN_DNSSEC_COUNTERS(X)
+#undef X
+  out.emplace_back("dnssec_zones_current", validator_->zones_memoised());
+  out.emplace_back("dnssec_trust_anchors_current", validator_->trust_anchors());
   const auto& u = resolver_->upstream_stats();
   out.emplace_back("upstream_udp_sent", u.udp_sent);
   out.emplace_back("upstream_tcp_sent", u.tcp_sent);
@@ -744,6 +756,27 @@ size_t Server::cache_flush(std::string_view name, bool subtree) {
   if (!dns::Name::from_text(name, n)) return 0;
   if (n.is_root() && subtree) return resolver_->cache().flush_all();
   return resolver_->cache().flush(n, subtree);
+}
+
+size_t Server::trust_anchors() const { return validator_->trust_anchors(); }
+
+std::optional<std::string> Server::nta(const std::vector<std::string>& args,
+                                       std::vector<std::string>& out) {
+  if (args.size() == 1 && args[0] == "list") {
+    out = validator_->nta_list();
+    return std::nullopt;
+  }
+  if (args.size() != 2 || (args[0] != "add" && args[0] != "remove"))
+    return std::string("usage: nta add NAME | nta remove NAME | nta list");
+  dns::Name n;
+  if (!dns::Name::from_text(args[1], n)) return "'" + args[1] + "' is not a domain name";
+  bool changed = args[0] == "add" ? validator_->nta_add(n) : validator_->nta_remove(n);
+  // Answers already judged under the old anchors must be judged again (RFC 7646 §2).
+  frontend_->flush_answers();
+  resolver_->cache().flush(n, true);
+  out.push_back(args[0] == "add" ? (changed ? "added " : "already present: ") + n.text()
+                                 : (changed ? "removed " : "not present: ") + n.text());
+  return std::nullopt;
 }
 
 void Server::cache_dump(std::ostream& os) const { resolver_->cache().dump(os, loop_.now_ms()); }

@@ -19,7 +19,7 @@
 
 namespace tern::control {
 
-namespace resolver { class Resolver; }
+namespace resolver { class Resolver; class Validator; }
 class Frontend;  // listeners, TCP connections, client limits (server.cc)
 
 class Server {  // owns listeners + resolver; lives on the loop thread
@@ -45,6 +45,11 @@ class Server {  // owns listeners + resolver; lives on the loop thread
   std::vector<UpstreamServerStat> upstream_servers(size_t n = kUpstreamMetricsServers) const;
   size_t cache_flush(std::string_view name /* "" = all */, bool subtree);
   void cache_dump(std::ostream&) const;
+  // `ternctl nta add|remove NAME`, `nta list`: runtime negative trust anchors (RFC 7646).
+  // Adding or removing one flushes that subtree so its answers are judged again.
+  size_t trust_anchors() const;  // zones with a trust anchor in force
+  std::optional<std::string> nta(const std::vector<std::string>& args,
+                                 std::vector<std::string>& out);
   // The answers tern-control would serve from memory now (MsgCache::export_answers).
   void export_answers(const std::function<void(std::span<const uint8_t>)>& fn) const;
 
@@ -55,6 +60,7 @@ class Server {  // owns listeners + resolver; lives on the loop thread
  private:
   EventLoop& loop_;
   std::unique_ptr<resolver::Resolver> resolver_;
+  std::unique_ptr<resolver::Validator> validator_;
   std::unique_ptr<Frontend> frontend_;
 };
 

@@ -103,7 +103,7 @@ void Cache::evict_to(size_t max) {
 }
 
 void Cache::insert(std::string k, CacheEntry e) {
-  e.bytes = estimate_bytes(e.rrs.get(), k.size());
+  e.bytes = estimate_bytes(e.rrs.get(), k.size()) + (e.proof ? estimate_bytes(e.proof.get(), 0) : 0);
   if (e.bytes > limits_.max_bytes) return;
   auto old = map_.find(k);
   if (old != map_.end()) erase(old);
@@ -116,7 +116,24 @@ void Cache::insert(std::string k, CacheEntry e) {
   map_.emplace(std::move(k), std::move(e));
 }
 
-bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
+const char* security_text(Security s) {
+  switch (s) {
+    case Security::unchecked: return "unchecked";
+    case Security::secure: return "secure";
+    case Security::insecure: return "insecure";
+    case Security::bogus: return "bogus";
+    case Security::indeterminate: return "indeterminate";
+  }
+  return "?";
+}
+
+CacheEntry* Cache::peek(const dns::Name& name, uint16_t type, EntryKind kind) {
+  auto it = map_.find(key(name, type, kind));
+  return it == map_.end() ? nullptr : &it->second;
+}
+
+bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms,
+                      const ldns_rr_list* proof) {
   if (!rrset || ldns_rr_list_rr_count(rrset) == 0) return false;
   const ldns_rr* first = ldns_rr_list_rr(rrset, 0);
   dns::Name owner = dns::owner(first);
@@ -129,6 +146,7 @@ bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
   e.ttl = clamp_ttl(min_ttl(rrset));
   e.expire_ms = now_ms + uint64_t(e.ttl) * 1000;
   e.trust = trust;
+  if (proof && ldns_rr_list_rr_count(proof)) e.proof.reset(ldns_rr_list_clone(proof));
   insert(std::move(k), std::move(e));
   return true;
 }

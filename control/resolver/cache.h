@@ -31,6 +31,11 @@ enum class Trust : uint8_t { additional = 1, authority = 2, answer_nonauth = 3, 
 
 enum class EntryKind : char { rrset = 'P', nodata = 'N', nxdomain = 'X', servfail = 'S' };
 
+// DNSSEC status of cached data (RFC 4033 §5, RFC 4035 §4.3), set by the validator once it
+// checked the entry; data replaced by put_*() starts unchecked again.
+enum class Security : uint8_t { unchecked, secure, insecure, bogus, indeterminate };
+const char* security_text(Security s);
+
 struct CacheEntry {
   EntryKind kind = EntryKind::rrset;
   dns::RrList rrs;    // the RRset (rrset) or the SOA RRset (nodata/nxdomain; may be empty)
@@ -39,6 +44,11 @@ struct CacheEntry {
   Trust trust = Trust::additional;
   uint32_t hits = 0;
   bool prefetching = false;
+  Security sec = Security::unchecked;
+  uint16_t ede = 0xffff;  // RFC 8914 code explaining `sec` when bogus; 0xffff: none
+  // For an RRset expanded from a wildcard: the NSEC/NSEC3 records (with their RRSIGs)
+  // of the same reply that prove the query name itself does not exist (RFC 4035 §5.3.4).
+  dns::RrList proof;
   size_t bytes = 0;
   std::list<std::string>::iterator lru;
 };
@@ -53,7 +63,9 @@ class Cache {
 
   // Stores a clone of one RRset; TTL floor/cap applied. Returns false when refused
   // (lower trust than a fresh entry, or empty).
-  bool put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms);
+  // The list holds the RRset's records first, then the RRSIGs that cover it.
+  bool put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms,
+                 const ldns_rr_list* proof = nullptr);
   // NXDOMAIN for `name` (type ignored) or NODATA for (name, type), with the zone's SOA
   // RRset; not cached without an SOA (RFC 2308 §5).
   void put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
@@ -64,6 +76,9 @@ class Cache {
   // Bumps LRU and hit count.
   CacheEntry* get(const dns::Name& name, uint16_t type, EntryKind kind, uint64_t now_ms,
                   bool allow_stale = false);
+  // The entry as stored, fresh or not, without touching LRU order or hit counts: the
+  // validator reads and records an entry's security through it.
+  CacheEntry* peek(const dns::Name& name, uint16_t type, EntryKind kind);
   // Clone of the entry's RRs with TTLs set to what remains (or stale_ttl when expired).
   static dns::RrList with_ttl(const CacheEntry& e, uint64_t now_ms, uint32_t stale_ttl);
   static uint32_t remaining(const CacheEntry& e, uint64_t now_ms) {
