@@ -477,7 +477,12 @@ void Daemon::register_verbs() {
     std::vector<std::string> rest(a.begin() + 1, a.end()), out;
     if (auto e = server_.nta(rest, out)) return r.fail(*e);
     for (auto& l : out) r.line(l);
-    if (rest.size() == 2) log(Lvl::info, "ternctl nta " + rest[0] + " " + rest[1]);
+    if (rest.size() == 2) {
+      log(Lvl::info, "ternctl nta " + rest[0] + " " + rest[1]);
+      // The fast path holds answers judged under the old anchors (AD set or not): drop them.
+      const std::string dp = flush_dataplane(rest[1], true);
+      if (dp.rfind("error", 0) == 0) r.line("warning: dataplane cache not flushed: " + dp.substr(7));
+    }
   });
   // operations: `ternctl health [-v]` maps `state` to its exit code (0 ready, 1 not ready,
   // 2 not live); drain/undrain fail readiness on purpose while everything keeps answering.

@@ -633,15 +633,21 @@ void Validator::fetch_dnskey(std::shared_ptr<Walk> w, const dns::Name& child,
     if (set) {
       // RFC 4035 §5.2: a DNSKEY that a DS names, and the DNSKEY RRset signed by it.
       View trusted(ldns_rr_list_new());
+      bool tag_seen = false;  // a key the DS names by tag, whose digest does not match
       for (size_t i = 0; i < ldns_rr_list_rr_count(set); ++i) {
         ldns_rr* k = ldns_rr_list_rr(set, i);
         if (ldns_rr_get_type(k) != LDNS_RR_TYPE_DNSKEY) continue;
-        for (size_t j = 0; j < ldns_rr_list_rr_count(ds->get()); ++j)
-          if (ldns_rr_compare_ds(ldns_rr_list_rr(ds->get(), j), k)) {
+        for (size_t j = 0; j < ldns_rr_list_rr_count(ds->get()); ++j) {
+          const ldns_rr* d = ldns_rr_list_rr(ds->get(), j);
+          if (ldns_rr_compare_ds(d, k)) {
             ldns_rr_list_push_rr(trusted.get(), k);
             break;
           }
+          tag_seen |= ldns_rdf2native_int16(ldns_rr_rdf(d, 0)) == ldns_calc_keytag(k);
+        }
       }
+      // No key matches: a DS digest that fails (EDE 6) or no key with the DS's tag (EDE 9).
+      if (ldns_rr_list_rr_count(trusted.get()) == 0 && tag_seen) st->ede = ede::dnssec_bogus;
       if (ldns_rr_list_rr_count(trusted.get())) {
         Outcome o = check_rrset(set, child, trusted.get(), time(nullptr));
         if (o.sec == Security::secure) {
