@@ -94,7 +94,11 @@ EOF
 counter() { ctl stats | awk -v n="tern_dp_$1_total" '$1 ~ "^"n"[{]" { s += $2 } END { print s + 0 }'; }
 # Cache hits answered to clients: the readiness probe (tern-control probes every second) is
 # answered from the cache too, and counted in answer_hit as well as in probe_answered.
-client_hits() { echo $(($(counter answer_hit) - $(counter probe_answered))); }
+# One stats snapshot for both counters: a probe answered between two reads would count.
+client_hits() {
+  ctl stats | awk '$1 ~ /^tern_dp_answer_hit_total[{]/ { h += $2 }
+                   $1 ~ /^tern_dp_probe_answered_total[{]/ { p += $2 } END { print h - p }'
+}
 svc_counter() { ctl stats | awk -v n="tern_dp_service_$1_total" '$1 == n { print $2 }'; }
 q() { ip netns exec "$1" kdig +time=3 +retry=1 "${@:2}"; }
 # The answer section's records without TTLs, sorted: "same answer, TTLs aside".
