@@ -52,6 +52,8 @@ state-dir = $work
 max-outstanding-per-client = 10000
 [recursion]
 root-hints = $LAB_ROOT_HINTS
+[dnssec]
+trust-anchor-file = $LAB_TRUST_ANCHOR
 EOF
 ip netns exec "$NS" "$TERN_CONTROL" -c "$work/tern.conf" -f >"$work/tern.log" 2>&1 &
 tern_pid=$!
@@ -73,6 +75,10 @@ cold_n=$((SECS * 30000))
 awk -v n="$cold_n" -v s="$RANDOM$RANDOM" -v suf="$LAB_WILD_SUFFIX" \
   'BEGIN { for (i = 0; i < n; i++) printf "c%s-%d.%s A\n", s, i, suf }' >"$work/cold-tern.txt"
 sed 's/^c/u/' "$work/cold-tern.txt" >"$work/cold-unbound.txt"
+# Cold and signed: every name is a fresh expansion of the signed wildcard *.wild.alpha.lab,
+# so each answer costs both validators a signature check and an NSEC proof (RFC 4035 5.3.4).
+sed "s/\.$LAB_WILD_SUFFIX A\$/.wild.alpha.lab A/; s/^c/s/" "$work/cold-tern.txt" >"$work/signed-tern.txt"
+sed 's/^s/v/' "$work/signed-tern.txt" >"$work/signed-unbound.txt"
 
 run() {  # addr file passes -> qps (cold runs pass the file once: every name is new)
   ip netns exec "$NS" dnsperf -s "$1" -a "$CLI4" -d "$2" -l "$SECS" -Q "$MAXQPS" -c 4 -q 500 \
@@ -115,6 +121,8 @@ measure t_hit "$tern_pid" $TERN4 "$work/hit.txt" 100000000
 measure u_hit "$unb_pid" $UNB4 "$work/hit.txt" 100000000
 measure t_cold "$tern_pid" $TERN4 "$work/cold-tern.txt" 1
 measure u_cold "$unb_pid" $UNB4 "$work/cold-unbound.txt" 1
+measure t_sig "$tern_pid" $TERN4 "$work/signed-tern.txt" 1
+measure u_sig "$unb_pid" $UNB4 "$work/signed-unbound.txt" 1
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b ? a / b : 0 }'; }
 printf '\n%-20s %12s %12s %6s   %15s %15s\n' "workload (${SECS}s)" "tern qps" "unbound qps" "ratio" \
@@ -123,6 +131,9 @@ printf '%-20s %12s %12s %6s   %15s %15s\n' "cache hit" "$t_hit" "$u_hit" "$(rati
   "$t_hit_cpu" "$u_hit_cpu"
 printf '%-20s %12s %12s %6s   %15s %15s\n' "cold (unique names)" "$t_cold" "$u_cold" \
   "$(ratio "$t_cold" "$u_cold")" "$t_cold_cpu" "$u_cold_cpu"
+printf '%-20s %12s %12s %6s   %15s %15s\n' "cold signed (AD)" "$t_sig" "$u_sig" \
+  "$(ratio "$t_sig" "$u_sig")" "$t_sig_cpu" "$u_sig_cpu"
+echo "(both validate: tern with [dnssec] on and the lab anchor, unbound with the lab anchor)"
 echo "(us/answer: server CPU time, user+system, per completed query; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-printf 'lost queries: tern hit %s cold %s; unbound hit %s cold %s\n' \
-  "${t_hit_lost:-?}" "${t_cold_lost:-?}" "${u_hit_lost:-?}" "${u_cold_lost:-?}"
+printf 'lost queries: tern hit %s cold %s signed %s; unbound hit %s cold %s signed %s\n' \
+  "${t_hit_lost:-?}" "${t_cold_lost:-?}" "${t_sig_lost:-?}" "${u_hit_lost:-?}" "${u_cold_lost:-?}" "${u_sig_lost:-?}"

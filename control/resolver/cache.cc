@@ -132,6 +132,11 @@ CacheEntry* Cache::peek(const dns::Name& name, uint16_t type, EntryKind kind) {
   return it == map_.end() ? nullptr : &it->second;
 }
 
+void Cache::drop(const dns::Name& name, uint16_t type, EntryKind kind) {
+  auto it = map_.find(key(name, type, kind));
+  if (it != map_.end()) erase(it);
+}
+
 bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms,
                       const ldns_rr_list* proof) {
   if (!rrset || ldns_rr_list_rr_count(rrset) == 0) return false;

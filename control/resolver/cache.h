@@ -79,6 +79,8 @@ class Cache {
   // The entry as stored, fresh or not, without touching LRU order or hit counts: the
   // validator reads and records an entry's security through it.
   CacheEntry* peek(const dns::Name& name, uint16_t type, EntryKind kind);
+  // Removes one entry (RFC 5011 refreshes must reach the authority, not the cache).
+  void drop(const dns::Name& name, uint16_t type, EntryKind kind);
   // Clone of the entry's RRs with TTLs set to what remains (or stale_ttl when expired).
   static dns::RrList with_ttl(const CacheEntry& e, uint64_t now_ms, uint32_t stale_ttl);
   static uint32_t remaining(const CacheEntry& e, uint64_t now_ms) {

@@ -485,7 +485,9 @@ void Validator::find_keys(const dns::Name& target, KeysDone done) {
     return walk(w);
   }
   // The anchor's own DNSKEY RRset, self-signed by a key the anchor names (RFC 4035 §5).
+  // Fetched from the authority, not the cache: this is also the RFC 5011 §2.3 refresh.
   ++stats_.key_fetches;
+  res_.cache().drop(ta->zone, LDNS_RR_TYPE_DNSKEY, EntryKind::rrset);
   std::weak_ptr<bool> alive = alive_;
   dns::Name zone = ta->zone;
   bool started = res_.resolve(Question{zone, LDNS_RR_TYPE_DNSKEY, 1}, [this, alive, w, zone](Answer& a) {
@@ -520,7 +522,22 @@ void Validator::find_keys(const dns::Name& target, KeysDone done) {
           st->ede = ede::none;
           std::vector<dns::RrList> v;
           v.push_back(dns::RrList(ldns_rr_list_clone(set)));
-          st->expire_ms = now_ms() + uint64_t(std::max<uint32_t>(min_ttl(v), 5)) * 1000;
+          // RFC 5011 §2.3: look again after half the TTL (and, so that a shortened test
+          // hold-down can pass, half the hold-down), at least every 15 days.
+          uint32_t refresh = std::min({min_ttl(v), cfg_.hold_down, 30u * 86400}) / 2;
+          st->expire_ms = now_ms() + uint64_t(std::max<uint32_t>(refresh, 1)) * 1000;
+          // Which keys signed the set: RFC 5011 revocation needs the revoked key's own signature.
+          View signers(ldns_rr_list_new());
+          for (size_t i = 0; i < ldns_rr_list_rr_count(st->keys.get()); ++i) {
+            View one(ldns_rr_list_new());
+            ldns_rr_list_push_rr(one.get(), ldns_rr_list_rr(st->keys.get(), i));
+            if (check_rrset(set, zone, one.get(), time(nullptr)).sec == Security::secure)
+              ldns_rr_list_push_rr(signers.get(), ldns_rr_list_rr(st->keys.get(), i));
+          }
+          std::string err;
+          if (cfg_.anchors.observe(zone, st->keys.get(), signers.get(), time(nullptr),
+                                   cfg_.hold_down, err))
+            ++stats_.anchor_updates;
         } else {
           st->ede = o.ede;
         }
@@ -907,7 +924,11 @@ std::optional<std::string> prepare_dnssec(const Config& c, DnssecConfig& out) {
   if (c.trust_anchor_file == Config{}.trust_anchor_file &&
       !std::filesystem::exists(c.trust_anchor_file, ec))
     return std::nullopt;  // the packaged default is not installed: no anchors, no AD
-  if (!out.anchors.load(c.trust_anchor_file, err)) return "[dnssec] trust-anchor-file: " + err;
+  out.hold_down = c.rfc5011_hold_down;
+  // The managed copy (RFC 5011) wins once it exists; the shipped file seeds it.
+  std::string managed = c.state_dir + "/trust-anchors/managed.key";
+  if (!out.anchors.load_managed(c.trust_anchor_file, managed, err))
+    return "[dnssec] trust-anchor-file: " + err;
   return std::nullopt;
 }
 

@@ -53,6 +53,7 @@ struct DnssecConfig {
   std::vector<dns::Name> nta;  // negative trust anchors from the config file
   uint32_t bogus_ttl = 60;
   unsigned nsec3_max_iterations = 150;
+  uint32_t hold_down = 30 * 86400;  // RFC 5011 add hold-down, seconds
 };
 
 // Builds a DnssecConfig from [dnssec] (reads the trust anchor file). No side effects.
@@ -92,7 +93,8 @@ CutProof check_no_ds(const dns::Name& name, const ldns_rr_list* proof, const dns
                      const ldns_rr_list* keys, time_t now, unsigned max_iter);
 
 #define TERN_DNSSEC_COUNTERS(X) \
-  X(secure) X(insecure) X(bogus) X(indeterminate) X(unchecked_cd) X(nta_hits) X(key_fetches)
+  X(secure) X(insecure) X(bogus) X(indeterminate) X(unchecked_cd) X(nta_hits) X(key_fetches) \
+  X(anchor_updates)
 
 struct ValidatorStats {
 #define X(n) uint64_t n = 0;

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -255,6 +257,55 @@ TEST(TrustAnchors, ParsesDsAndDnskeyAndRejectsOtherRecords) {
   EXPECT_FALSE(ta.parse("example. IN A 192.0.2.1\n", err));
   EXPECT_NE(err.find("line 1"), std::string::npos) << err;
   EXPECT_FALSE(ta.parse("this is not a record\n", err));
+}
+
+}  // namespace
+}  // namespace tern::control::resolver
+
+namespace tern::control::resolver {
+namespace {
+
+TEST(TrustAnchors, Rfc5011AddsANewKskAfterTheHoldDownAndDropsARevokedOne) {
+  char tmpl[] = "/tmp/tern-ta-test.XXXXXX";
+  ASSERT_TRUE(mkdtemp(tmpl));
+  const std::string dir = tmpl;
+  Signer old_ksk("example."), new_ksk("example.");
+  const ldns_rr* k1 = ldns_rr_list_rr(old_ksk.keys(), 0);
+  const ldns_rr* k2 = ldns_rr_list_rr(new_ksk.keys(), 0);
+  dns::Rr ds(ldns_key_rr2ds(k1, LDNS_SHA256));
+  char* dtext = ldns_rr2str(ds.get());
+  std::ofstream(dir + "/shipped.key") << dtext;
+  free(dtext);
+
+  TrustAnchors ta;
+  std::string err;
+  ASSERT_TRUE(ta.load_managed(dir + "/shipped.key", dir + "/m/managed.key", err)) << err;
+  dns::RrList both(ldns_rr_list_new());
+  ldns_rr_list_push_rr(both.get(), ldns_rr_clone(k1));
+  ldns_rr_list_push_rr(both.get(), ldns_rr_clone(k2));
+  const uint32_t hold = 100;
+  EXPECT_TRUE(ta.observe(N("example."), both.get(), old_ksk.keys(), 1000, hold, err));
+  EXPECT_EQ(ta.pending(), 1u);
+  EXPECT_FALSE(ta.observe(N("example."), both.get(), old_ksk.keys(), 1099, hold, err));
+  EXPECT_EQ(ldns_rr_list_rr_count(ta.find(N("example."))->rrs.get()), 1u) << "still in hold-down";
+
+  // A restart in the middle of the hold-down keeps the first-seen time (managed file).
+  TrustAnchors again;
+  ASSERT_TRUE(again.load_managed(dir + "/shipped.key", dir + "/m/managed.key", err)) << err;
+  EXPECT_EQ(again.pending(), 1u);
+  EXPECT_TRUE(again.observe(N("example."), both.get(), old_ksk.keys(), 1100, hold, err));
+  EXPECT_EQ(again.pending(), 0u);
+  EXPECT_EQ(ldns_rr_list_rr_count(again.find(N("example."))->rrs.get()), 2u) << "added after the hold-down";
+  EXPECT_NE(again.render().find("DNSKEY"), std::string::npos);
+
+  // The new key revokes itself (RFC 5011 §2.1): it signed the set with the REVOKE bit on.
+  dns::RrList revoked(ldns_rr_list_new());
+  ldns_rr* r = ldns_rr_clone(k2);
+  ldns_rdf_deep_free(ldns_rr_set_rdf(r, ldns_native2rdf_int16(LDNS_RDF_TYPE_INT16, 257 | 0x80), 0));
+  ldns_rr_list_push_rr(revoked.get(), r);
+  EXPECT_TRUE(again.observe(N("example."), revoked.get(), revoked.get(), 1200, hold, err));
+  EXPECT_EQ(ldns_rr_list_rr_count(again.find(N("example."))->rrs.get()), 1u) << "revoked key removed";
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
