@@ -393,7 +393,23 @@ const ldns_rr_list* find_set(const Answer& a, const dns::Name& owner, uint16_t t
 }  // namespace
 
 Validator::Validator(EventLoop& loop, Resolver& r) : loop_(loop), res_(r) {}
-Validator::~Validator() { *alive_ = false; }
+Validator::~Validator() {
+  *alive_ = false;
+  if (refresh_timer_) loop_.cancel(refresh_timer_);
+}
+
+void Validator::refresh_anchors() {
+  // Each anchored zone's DNSKEY RRset is looked at again once its memo expired (half its
+  // TTL or half the hold-down): find_keys() fetches it from the authority and observe()s it.
+  if (cfg_.enabled)
+    for (const auto& a : cfg_.anchors.all())
+      if (!under_nta(a.zone)) find_keys(a.zone, [](const Keys&) {});
+  uint32_t every = std::clamp<uint32_t>(cfg_.hold_down / 4, 1, 3600);
+  refresh_timer_ = loop_.after(std::chrono::seconds(every), [this] {
+    refresh_timer_ = 0;
+    refresh_anchors();
+  });
+}
 
 void Validator::configure(DnssecConfig c) {
   bool same = c.anchors.all().size() == cfg_.anchors.all().size();
@@ -402,6 +418,9 @@ void Validator::configure(DnssecConfig c) {
   if (!same || c.enabled != cfg_.enabled || c.nsec3_max_iterations != cfg_.nsec3_max_iterations)
     zones_.clear();
   cfg_ = std::move(c);
+  if (refresh_timer_) loop_.cancel(refresh_timer_);
+  refresh_timer_ = 0;
+  refresh_anchors();
 }
 
 bool Validator::under_nta(const dns::Name& n) const {

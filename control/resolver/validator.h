@@ -141,6 +141,7 @@ class Validator {
   void fetch_dnskey(std::shared_ptr<struct Walk> w, const dns::Name& child,
                     std::shared_ptr<dns::RrList> ds);
   bool under_nta(const dns::Name& n) const;
+  void refresh_anchors();  // RFC 5011 §2.3 active refresh, on a timer
   void count(Security s);
   uint64_t now_ms() const { return loop_.now_ms(); }
 
@@ -152,6 +153,7 @@ class Validator {
   std::unordered_map<std::string, std::shared_ptr<ZoneState>> zones_;  // name key -> walk memo
   ValidatorStats stats_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  EventLoop::TimerId refresh_timer_ = 0;
 };
 
 }  // namespace tern::control::resolver
