@@ -211,6 +211,16 @@ check "ternctl nta list shows it" bash -c "'$TERNCTL' -s '$work/control.sock' nt
 "$TERNCTL" -s "$work/control.sock" nta remove bogus.lab >/dev/null
 out=$(dig4 www.bogus.lab A)
 check "ternctl nta remove: SERVFAIL again" bash -c "grep -q 'status: SERVFAIL' <<<'$out'"
+# RFC 8198: a second unknown name that the first NXDOMAIN's NSECs already cover is answered
+# from them (secure NXDOMAIN with AD), with nothing sent upstream.
+dig4 +dnssec "zzz-$RANDOM-a.alpha.lab" A >/dev/null
+sent=$(counter upstream_udp_sent)
+agg=$(counter dnssec_aggressive_nxdomain)
+out=$(dig4 +dnssec "zzz-$RANDOM-b.alpha.lab" A)
+check "aggressive NSEC (RFC 8198): NXDOMAIN with AD from cached NSECs" bash -c "$(declare -f has_ad); grep -q 'status: NXDOMAIN' <<<'$out' && has_ad '$out' && grep -q NSEC <<<'$out'"
+check "aggressive NSEC: nothing sent upstream, counted" bash -c "(( $(counter upstream_udp_sent) == $sent && $(counter dnssec_aggressive_nxdomain) > $agg ))"
+out=$(dig4 +dnssec "zzz-$RANDOM-c.nx.alpha.lab" A)
+check "aggressive NSEC: a name below a nonexistent name is NXDOMAIN too" bash -c "grep -q 'status: NXDOMAIN' <<<'$out'"
 n=0
 for k in dnssec_secure dnssec_insecure dnssec_bogus; do (( $(counter $k) > 0 )) && n=$((n + 1)); done
 check "outcomes counted (tern_dnssec_secure/insecure/bogus_total)" test "$n" -eq 3

@@ -103,6 +103,17 @@ int cmp(const dns::Name& a, const ldns_rdf* b) {
   return ldns_dname_compare(ra.get(), b);
 }
 
+// RFC 6840 §4.1 / RFC 8198 §5.1: an NSEC at a delegation (NS without SOA) or a DNAME
+// says nothing about the names below its owner: those live in another zone.
+bool nsec_below_cut(const ldns_rr* nsec, const dns::Name& name) {
+  dns::Name owner = dns::owner(nsec);
+  if (!name.under(owner) || name.equals(owner)) return false;
+  bool ns = ldns_nsec_bitmap_covers_type(ldns_nsec_get_bitmap(nsec), LDNS_RR_TYPE_NS);
+  bool soa = ldns_nsec_bitmap_covers_type(ldns_nsec_get_bitmap(nsec), LDNS_RR_TYPE_SOA);
+  bool dname = ldns_nsec_bitmap_covers_type(ldns_nsec_get_bitmap(nsec), LDNS_RR_TYPE_DNAME);
+  return (ns && !soa) || dname;
+}
+
 // RFC 4034 §6.1 canonical order; the last NSEC of a zone points back to the apex.
 bool nsec_covers(const ldns_rr* nsec, const dns::Name& name) {
   const ldns_rdf* owner = ldns_rr_owner(nsec);
@@ -111,6 +122,7 @@ bool nsec_covers(const ldns_rr* nsec, const dns::Name& name) {
   int c_owner = cmp(name, owner), c_next = cmp(name, next);
   bool last = ldns_dname_compare(next, owner) <= 0;
   if (c_owner <= 0) return false;
+  if (nsec_below_cut(nsec, name)) return false;
   return last ? true : c_next < 0;
 }
 
@@ -417,6 +429,10 @@ void Validator::configure(DnssecConfig c) {
     same = ldns_rr_list_compare(c.anchors.all()[i].rrs.get(), cfg_.anchors.all()[i].rrs.get()) == 0;
   if (!same || c.enabled != cfg_.enabled || c.nsec3_max_iterations != cfg_.nsec3_max_iterations)
     zones_.clear();
+  if (!same || !c.enabled) {
+    nsecs_.clear();
+    nsec_count_ = 0;
+  }
   cfg_ = std::move(c);
   if (refresh_timer_) loop_.cancel(refresh_timer_);
   refresh_timer_ = 0;
@@ -435,6 +451,8 @@ bool Validator::nta_add(const dns::Name& n) {
   for (auto& z : runtime_nta_)
     if (z.equals(n)) return false;
   runtime_nta_.push_back(n);
+  nsecs_.clear();  // no proof below an NTA may be used any more
+  nsec_count_ = 0;
   return true;
 }
 
@@ -787,9 +805,165 @@ dns::Name target_of(const ldns_rr_list* set, const dns::Name& owner) {
 
 }  // namespace
 
+namespace {
+
+// RFC 4034 §6.1 canonical order as a byte string: labels from the root down, lowercase,
+// each followed by a 0 byte (a 0 inside a label, legal but unseen in practice, would
+// order that name early: then a proof just is not found, never a wrong one).
+std::string canonical_key(const dns::Name& n) {
+  std::vector<std::string> labels;
+  const std::string& w = n.wire();
+  for (size_t i = 0; i < w.size() && w[i];) {
+    size_t len = uint8_t(w[i]);
+    labels.push_back(dns::lower(w.substr(i + 1, len)));
+    i += 1 + len;
+  }
+  std::string k;
+  for (auto it = labels.rbegin(); it != labels.rend(); ++it) {
+    k += *it;
+    k.push_back('\0');
+  }
+  return k;
+}
+
+}  // namespace
+
+void Validator::remember_nsecs(const dns::Name& zone, const ldns_rr_list* proof) {
+  if (!proof) return;
+  uint64_t now = now_ms();
+  dns::RrList soa(ldns_rr_list_new());
+  for (size_t i = 0; i < ldns_rr_list_rr_count(proof); ++i) {
+    const ldns_rr* rr = ldns_rr_list_rr(proof, i);
+    if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_SOA || (is_sig(rr) && covered(rr) == LDNS_RR_TYPE_SOA))
+      ldns_rr_list_push_rr(soa.get(), ldns_rr_clone(rr));
+  }
+  if (ldns_rr_list_rr_count(soa.get()) == 0 ||
+      !dns::owner(ldns_rr_list_rr(soa.get(), 0)).equals(zone))
+    return;  // without the zone's SOA no negative answer can be built from these
+  {
+    NsecZone& z = nsecs_[zone.key()];
+    z.zone = zone;
+    z.soa.expire_ms = now + uint64_t(std::max<uint32_t>(ldns_rr_ttl(ldns_rr_list_rr(soa.get(), 0)), 1)) * 1000;
+    z.soa.rrs = std::move(soa);
+  }
+  for (size_t i = 0; i < ldns_rr_list_rr_count(proof); ++i) {
+    const ldns_rr* rr = ldns_rr_list_rr(proof, i);
+    if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_NSEC) continue;
+    dns::Name owner = dns::owner(rr);
+    if (!owner.under(zone)) continue;
+    if (nsec_count_ >= kMaxNsecs) {  // bounded: start over rather than grow
+      nsecs_.clear();
+      nsec_count_ = 0;
+    }
+    NsecZone& z = nsecs_[zone.key()];
+    z.zone = zone;
+    NsecRec rec;
+    rec.rrs.reset(ldns_rr_list_new());
+    ldns_rr_list_push_rr(rec.rrs.get(), ldns_rr_clone(rr));
+    for (size_t j = 0; j < ldns_rr_list_rr_count(proof); ++j) {
+      const ldns_rr* s = ldns_rr_list_rr(proof, j);
+      if (is_sig(s) && covered(s) == LDNS_RR_TYPE_NSEC &&
+          ldns_dname_compare(ldns_rr_owner(s), ldns_rr_owner(rr)) == 0)
+        ldns_rr_list_push_rr(rec.rrs.get(), ldns_rr_clone(s));
+    }
+    rec.expire_ms = now + uint64_t(std::max<uint32_t>(ldns_rr_ttl(rr), 1)) * 1000;
+    auto [it, added] = z.by_owner.insert_or_assign(canonical_key(owner), std::move(rec));
+    (void)it;
+    nsec_count_ += added;
+  }
+}
+
+bool Validator::aggressive(const Question& q, Answer& out) {
+  if (nsecs_.empty()) return false;
+  // The deepest zone with remembered NSECs that holds the name.
+  NsecZone* z = nullptr;
+  for (dns::Name n = q.name;; n = n.parent()) {
+    if (auto it = nsecs_.find(n.key()); it != nsecs_.end()) {
+      z = &it->second;
+      break;
+    }
+    if (n.is_root()) break;
+  }
+  if (!z) return false;
+  uint64_t now = now_ms();
+  // The NSEC at or just before `name` in canonical order, when still fresh.
+  auto before = [&](const dns::Name& name) -> const ldns_rr_list* {
+    auto it = z->by_owner.upper_bound(canonical_key(name));
+    if (it == z->by_owner.begin()) return nullptr;
+    --it;
+    if (it->second.expire_ms <= now) {
+      --nsec_count_;
+      z->by_owner.erase(it);
+      return nullptr;
+    }
+    return it->second.rrs.get();
+  };
+  const ldns_rr_list* at = before(q.name);
+  if (!at) return false;
+  const ldns_rr* nsec = ldns_rr_list_rr(at, 0);
+  // The SOA goes with a negative answer (RFC 8198 §5.1 / RFC 2308 §3).
+  if (!z->soa.rrs || z->soa.expire_ms <= now) return false;
+  dns::RrList proof(ldns_rr_list_new());
+  auto add = [&](const ldns_rr_list* l) {
+    for (size_t i = 0; i < ldns_rr_list_rr_count(l); ++i)
+      ldns_rr_list_push_rr(proof.get(), ldns_rr_clone(ldns_rr_list_rr(l, i)));
+  };
+  bool nodata = false;
+  if (nsec_matches(nsec, q.name)) {
+    // RFC 8198 §5.2 NODATA: the name exists, neither the type nor a CNAME does.
+    if (has_type(nsec, q.type) || has_type(nsec, LDNS_RR_TYPE_CNAME) || q.type == LDNS_RR_TYPE_DS ||
+        q.type == LDNS_RR_TYPE_ANY)
+      return false;
+    nodata = true;
+    add(at);
+  } else {
+    if (!nsec_covers(nsec, q.name)) return false;
+    // RFC 8198 §5.1 NXDOMAIN: the wildcard at the closest encloser is denied as well.
+    dns::Name wc = wildcard_of(nsec_closest_encloser(nsec, q.name));
+    const ldns_rr_list* wat = before(wc);
+    if (!wat || nsec_matches(ldns_rr_list_rr(wat, 0), wc) || !nsec_covers(ldns_rr_list_rr(wat, 0), wc))
+      return false;
+    add(at);
+    if (wat != at) add(wat);
+  }
+  out = Answer{};
+  out.rcode = nodata ? LDNS_RCODE_NOERROR : LDNS_RCODE_NXDOMAIN;
+  dns::RrList auth(ldns_rr_list_clone(z->soa.rrs.get()));
+  // RFC 8198 §5.4 / RFC 2308 §5: no longer than the SOA's negative TTL or what remains.
+  uint32_t ttl = std::min<uint32_t>(negative_ttl(ldns_rr_list_rr(auth.get(), 0)),
+                                    uint32_t((z->soa.expire_ms - now + 999) / 1000));
+  for (size_t i = 0; i < ldns_rr_list_rr_count(proof.get()); ++i)
+    ldns_rr_list_push_rr(auth.get(), ldns_rr_clone(ldns_rr_list_rr(proof.get(), i)));
+  for (size_t i = 0; i < ldns_rr_list_rr_count(auth.get()); ++i) {
+    ldns_rr* r = ldns_rr_list_rr(auth.get(), i);
+    ldns_rr_set_ttl(r, std::min(ldns_rr_ttl(r), ttl));
+  }
+  out.authority.push_back(std::move(auth));
+  out.sec = Security::secure;
+  ++(nodata ? stats_.aggressive_nodata : stats_.aggressive_nxdomain);
+  return true;
+}
+
 bool Validator::resolve(const Question& q, bool cd, Done done) {
   if (!cfg_.enabled) return res_.resolve(q, std::move(done));
   std::weak_ptr<bool> alive = alive_;
+  if (!cd) {
+    // RFC 8198: a miss that remembered NSECs prove negative needs no upstream query.
+    Answer a;
+    if (res_.lookup(q, a)) {
+      auto j = std::make_shared<Job>();
+      j->q = q;
+      j->a = std::move(a);
+      j->done = std::move(done);
+      validate(j);
+      return true;
+    }
+    if (aggressive(q, a)) {
+      count(Security::secure);
+      done(a);
+      return true;
+    }
+  }
   return res_.resolve(q, [this, alive, q, cd, done = std::move(done)](Answer& a) {
     if (alive.expired()) return done(a);
     auto j = std::make_shared<Job>();
@@ -888,6 +1062,7 @@ void Validator::next_item(std::shared_ptr<Job> j) {
           if (o.sec == Security::secure)
             o = check_denial(it.owner, it.type, it.kind == EntryKind::nxdomain, it.set, k.zone,
                              k.keys(), wall, cfg_.nsec3_max_iterations);
+          if (o.sec == Security::secure) remember_nsecs(k.zone, it.set);
         }
       }
       if (o.sec == Security::insecure) o.ede = ede::none;

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <ctime>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -94,7 +95,7 @@ CutProof check_no_ds(const dns::Name& name, const ldns_rr_list* proof, const dns
 
 #define TERN_DNSSEC_COUNTERS(X) \
   X(secure) X(insecure) X(bogus) X(indeterminate) X(unchecked_cd) X(nta_hits) X(key_fetches) \
-  X(anchor_updates)
+  X(anchor_updates) X(aggressive_nxdomain) X(aggressive_nodata)
 
 struct ValidatorStats {
 #define X(n) uint64_t n = 0;
@@ -127,6 +128,7 @@ class Validator {
 
   const ValidatorStats& stats() const { return stats_; }
   size_t zones_memoised() const { return zones_.size(); }
+  size_t nsecs_current() const { return nsec_count_; }
   size_t trust_anchors() const { return cfg_.enabled ? cfg_.anchors.all().size() : 0; }
 
  private:
@@ -154,6 +156,25 @@ class Validator {
   ValidatorStats stats_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   EventLoop::TimerId refresh_timer_ = 0;
+
+  // RFC 8198 aggressive use of NSEC: every NSEC that took part in a secure denial, per
+  // zone, in canonical order (RFC 4034 §6.1), until its TTL ends. A miss whose name one
+  // of them covers (and whose wildcard another covers) is answered NXDOMAIN from here,
+  // a name one of them matches without the type NODATA, with no upstream query.
+  struct NsecRec {
+    dns::RrList rrs;  // the NSEC and its RRSIGs, TTLs as received
+    uint64_t expire_ms = 0;
+  };
+  struct NsecZone {
+    dns::Name zone;
+    std::map<std::string, NsecRec> by_owner;  // canonical key -> record
+    NsecRec soa;  // the zone's SOA and RRSIGs from the same validated proofs
+  };
+  std::unordered_map<std::string, NsecZone> nsecs_;  // zone key -> its NSECs
+  size_t nsec_count_ = 0;
+  static constexpr size_t kMaxNsecs = 100000;
+  void remember_nsecs(const dns::Name& zone, const ldns_rr_list* proof);
+  bool aggressive(const Question& q, Answer& out);
 };
 
 }  // namespace tern::control::resolver

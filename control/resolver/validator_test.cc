@@ -146,6 +146,15 @@ TEST(Validator, NsecProvesNxdomainOnlyWithTheWildcardDenied) {
             ede::rrsigs_missing);
 }
 
+TEST(Validator, ParentNsecSaysNothingBelowADelegation) {
+  // m.example NSEC example. NS: x.m.example sorts between m.example and the apex, but it is
+  // in the child zone; the parent's NSEC must not deny it (RFC 6840 §4.1).
+  Signer z("example.");
+  auto all = z.sign_each(nsec_chain());
+  EXPECT_EQ(check_denial(N("x.m.example."), 1, true, all.get(), N("example."), z.keys(), time(nullptr), 150).sec,
+            Security::bogus);
+}
+
 TEST(Validator, NsecProvesNodataByTheBitmap) {
   Signer z("example.");
   auto all = z.sign_each(nsec_chain());
