@@ -73,7 +73,7 @@ struct Denials {
 // Checks the signature of every NSEC/NSEC3 record in `proof` (each owner is its own
 // RRset); records that fail are left out, and the first failure is remembered.
 Denials verified_denials(const ldns_rr_list* proof, const dns::Name& zone,
-                         const ldns_rr_list* keys, time_t now, Outcome& fail) {
+                         const ldns_rr_list* keys, time_t now, Outcome& fail, SigMemo* memo) {
   Denials d;
   fail = {Security::secure, ede::none};
   if (!proof) return d;
@@ -88,7 +88,7 @@ Denials verified_denials(const ldns_rr_list* proof, const dns::Name& zone,
       if (is_sig(s) && covered(s) == t && ldns_dname_compare(ldns_rr_owner(s), ldns_rr_owner(rr)) == 0)
         ldns_rr_list_push_rr(set.get(), const_cast<ldns_rr*>(s));
     }
-    Outcome o = check_rrset(set.get(), zone, keys, now);
+    Outcome o = check_rrset(set.get(), zone, keys, now, memo);
     if (o.sec != Security::secure) {
       if (fail.sec == Security::secure) fail = o;
       continue;
@@ -227,8 +227,49 @@ dns::RrList data_of(const ldns_rr_list* set) {
   return out;
 }
 
+namespace {
+
+void append_rdfs(std::string& k, const ldns_rr* rr) {
+  for (size_t i = 0; i < ldns_rr_rd_count(rr); ++i) {
+    const ldns_rdf* d = ldns_rr_rdf(rr, i);
+    k.append(reinterpret_cast<const char*>(ldns_rdf_data(d)), ldns_rdf_size(d));
+    k.push_back('\x01');
+  }
+}
+
+// The memo key of (sig, data, the key with the signature's tag): empty when no key has it.
+std::string memo_key(const ldns_rr* sig, const ldns_rr_list* data, const ldns_rr_list* keys) {
+  uint16_t tag = ldns_rdf2native_int16(ldns_rr_rrsig_keytag(sig));
+  const ldns_rr* key = nullptr;
+  for (size_t i = 0; keys && i < ldns_rr_list_rr_count(keys) && !key; ++i)
+    if (ldns_calc_keytag(ldns_rr_list_rr(keys, i)) == tag) key = ldns_rr_list_rr(keys, i);
+  if (!key) return {};
+  std::string k = dns::owner(sig).key();
+  append_rdfs(k, sig);
+  append_rdfs(k, key);
+  // The records in canonical order (RFC 4034 §6.3), so the order they came in does not matter.
+  std::vector<std::string> rd;
+  for (size_t i = 0; i < ldns_rr_list_rr_count(data); ++i) {
+    std::string r;
+    append_rdfs(r, ldns_rr_list_rr(data, i));
+    rd.push_back(std::move(r));
+  }
+  std::sort(rd.begin(), rd.end());
+  for (auto& r : rd) k += r;
+  return k;
+}
+
+// RFC 4035 §5.3.1: the validity period, checked on every memo hit (serial arithmetic).
+bool in_period(const ldns_rr* sig, time_t now) {
+  int32_t to_exp = int32_t(ldns_rdf2native_int32(ldns_rr_rrsig_expiration(sig)) - uint32_t(now));
+  int32_t from_inc = int32_t(uint32_t(now) - ldns_rdf2native_int32(ldns_rr_rrsig_inception(sig)));
+  return to_exp >= 0 && from_inc >= 0;
+}
+
+}  // namespace
+
 Outcome check_rrset(const ldns_rr_list* set, const dns::Name& zone, const ldns_rr_list* keys,
-                    time_t now) {
+                    time_t now, SigMemo* memo) {
   View data(ldns_rr_list_new());
   for (size_t i = 0; set && i < ldns_rr_list_rr_count(set); ++i)
     if (!is_sig(ldns_rr_list_rr(set, i)))
@@ -243,9 +284,14 @@ Outcome check_rrset(const ldns_rr_list* set, const dns::Name& zone, const ldns_r
     any = true;
     if (!algorithm_supported(ldns_rdf2native_int8(ldns_rr_rrsig_algorithm(sig)))) continue;
     supported = true;
+    std::string mk = memo ? memo_key(sig, data.get(), keys) : std::string();
+    if (!mk.empty() && memo->seen(mk) && in_period(sig, now)) return {Security::secure, ede::none};
     View good(ldns_rr_list_new());
     ldns_status st = ldns_verify_rrsig_keylist_time(data.get(), sig, keys, now, good.get());
-    if (st == LDNS_STATUS_OK) return {Security::secure, ede::none};
+    if (st == LDNS_STATUS_OK) {
+      if (!mk.empty()) memo->add(std::move(mk));
+      return {Security::secure, ede::none};
+    }
     // The most telling reason wins over a plain "bogus".
     uint16_t e = status_ede(st);
     if (why == ede::dnssec_bogus) why = e;
@@ -257,9 +303,9 @@ Outcome check_rrset(const ldns_rr_list* set, const dns::Name& zone, const ldns_r
 
 Outcome check_denial(const dns::Name& name, uint16_t type, bool nxdomain,
                      const ldns_rr_list* proof, const dns::Name& zone, const ldns_rr_list* keys,
-                     time_t now, unsigned max_iter) {
+                     time_t now, unsigned max_iter, SigMemo* memo) {
   Outcome fail;
-  Denials d = verified_denials(proof, zone, keys, now, fail);
+  Denials d = verified_denials(proof, zone, keys, now, fail, memo);
   const Outcome ok{Security::secure, ede::none};
   const Outcome missing =
       fail.sec == Security::secure ? Outcome{Security::bogus, ede::nsec_missing} : fail;
@@ -311,9 +357,9 @@ Outcome check_denial(const dns::Name& name, uint16_t type, bool nxdomain,
 
 Outcome check_wildcard(const dns::Name& name, unsigned labels, const ldns_rr_list* proof,
                        const dns::Name& zone, const ldns_rr_list* keys, time_t now,
-                       unsigned max_iter) {
+                       unsigned max_iter, SigMemo* memo) {
   Outcome fail;
-  Denials d = verified_denials(proof, zone, keys, now, fail);
+  Denials d = verified_denials(proof, zone, keys, now, fail, memo);
   const Outcome missing =
       fail.sec == Security::secure ? Outcome{Security::bogus, ede::nsec_missing} : fail;
   for (auto* rr : d.nsec)
@@ -327,9 +373,9 @@ Outcome check_wildcard(const dns::Name& name, unsigned labels, const ldns_rr_lis
 }
 
 CutProof check_no_ds(const dns::Name& name, const ldns_rr_list* proof, const dns::Name& zone,
-                     const ldns_rr_list* keys, time_t now, unsigned max_iter) {
+                     const ldns_rr_list* keys, time_t now, unsigned max_iter, SigMemo* memo) {
   Outcome fail;
-  Denials d = verified_denials(proof, zone, keys, now, fail);
+  Denials d = verified_denials(proof, zone, keys, now, fail, memo);
   CutProof bogus{CutProof::bogus,
                  fail.sec == Security::secure ? ede::nsec_missing : fail.ede};
   auto at_cut = [&](const ldns_rr* rr) -> CutProof {
@@ -649,7 +695,7 @@ void Validator::walk(std::shared_ptr<Walk> w) {
         const ldns_rr_list* proof = a.authority.empty() ? nullptr : a.authority[0].get();
         st->expire_ms = now + uint64_t(std::max<uint32_t>(min_ttl(a.authority), 5)) * 1000;
         CutProof c = check_no_ds(s, proof, w->zone, parent->keys.get(), wall,
-                                 cfg_.nsec3_max_iterations);
+                                 cfg_.nsec3_max_iterations, &memo_);
         st->ede = c.ede;
         switch (c.kind) {
           case CutProof::no_cut: st->kind = ZoneState::no_cut; break;
@@ -1033,7 +1079,7 @@ void Validator::next_item(std::shared_ptr<Job> j) {
       time_t wall = time(nullptr);
       if (k.sec == Security::secure) {
         if (it.kind == EntryKind::rrset) {
-          o = check_rrset(it.set, k.zone, k.keys(), wall);
+          o = check_rrset(it.set, k.zone, k.keys(), wall, &memo_);
           if (o.sec == Security::secure) {
             // A wildcard expansion also needs the proof that no closer name exists.
             unsigned labels = it.owner.labels();
@@ -1045,7 +1091,7 @@ void Validator::next_item(std::shared_ptr<Job> j) {
             if (labels < it.owner.labels()) {
               CacheEntry* e = res_.cache().peek(it.owner, it.type, EntryKind::rrset);
               o = check_wildcard(it.owner, labels, e ? e->proof.get() : nullptr, k.zone,
-                                 k.keys(), wall, cfg_.nsec3_max_iterations);
+                                 k.keys(), wall, cfg_.nsec3_max_iterations, &memo_);
             }
           }
         } else {
@@ -1061,7 +1107,7 @@ void Validator::next_item(std::shared_ptr<Job> j) {
                                                : Outcome{Security::secure, ede::none};
           if (o.sec == Security::secure)
             o = check_denial(it.owner, it.type, it.kind == EntryKind::nxdomain, it.set, k.zone,
-                             k.keys(), wall, cfg_.nsec3_max_iterations);
+                             k.keys(), wall, cfg_.nsec3_max_iterations, &memo_);
           if (o.sec == Security::secure) remember_nsecs(k.zone, it.set);
         }
       }

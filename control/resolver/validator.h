@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "control/loop.h"
@@ -57,6 +58,23 @@ struct DnssecConfig {
   uint32_t hold_down = 30 * 86400;  // RFC 5011 add hold-down, seconds
 };
 
+// Signatures already verified, keyed by the RRSIG, the records it covers and the key that
+// verified it: a proof many answers share (a wildcard's NSEC) costs one verification.
+// A hit still checks the signature's validity period. Bounded: cleared when full.
+class SigMemo {
+ public:
+  bool seen(const std::string& k) const { return ok_.count(k) != 0; }
+  void add(std::string k) {
+    if (ok_.size() >= kMax) ok_.clear();
+    ok_.insert(std::move(k));
+  }
+  size_t size() const { return ok_.size(); }
+
+ private:
+  static constexpr size_t kMax = 20000;
+  std::unordered_set<std::string> ok_;
+};
+
 // Builds a DnssecConfig from [dnssec] (reads the trust anchor file). No side effects.
 std::optional<std::string> prepare_dnssec(const Config& c, DnssecConfig& out);
 
@@ -67,7 +85,7 @@ bool digest_supported(uint8_t digest);
 
 // RRset `set` (records then RRSIGs) signed by `zone` with one of `keys` at `now`.
 Outcome check_rrset(const ldns_rr_list* set, const dns::Name& zone, const ldns_rr_list* keys,
-                     time_t now);
+                     time_t now, SigMemo* memo = nullptr);
 // The records of `set` that are not RRSIGs / the RRSIGs in it.
 dns::RrList data_of(const ldns_rr_list* set);
 
@@ -78,12 +96,12 @@ dns::RrList data_of(const ldns_rr_list* set);
 // for DS, when an opt-out span covers the name (RFC 5155 §8.6).
 Outcome check_denial(const dns::Name& name, uint16_t type, bool nxdomain,
                       const ldns_rr_list* proof, const dns::Name& zone, const ldns_rr_list* keys,
-                      time_t now, unsigned max_iter);
+                      time_t now, unsigned max_iter, SigMemo* memo = nullptr);
 // A positive answer for `name` expanded from the wildcard at `labels` labels: `proof` must
 // show no closer match exists (RFC 4035 §5.3.4, RFC 5155 §8.8).
 Outcome check_wildcard(const dns::Name& name, unsigned labels, const ldns_rr_list* proof,
                         const dns::Name& zone, const ldns_rr_list* keys, time_t now,
-                        unsigned max_iter);
+                        unsigned max_iter, SigMemo* memo = nullptr);
 
 // What a DS lookup says about a name below a secure zone.
 struct CutProof {
@@ -91,7 +109,8 @@ struct CutProof {
   uint16_t ede = ede::dnssec_bogus;
 };
 CutProof check_no_ds(const dns::Name& name, const ldns_rr_list* proof, const dns::Name& zone,
-                     const ldns_rr_list* keys, time_t now, unsigned max_iter);
+                     const ldns_rr_list* keys, time_t now, unsigned max_iter,
+                     SigMemo* memo = nullptr);
 
 #define TERN_DNSSEC_COUNTERS(X) \
   X(secure) X(insecure) X(bogus) X(indeterminate) X(unchecked_cd) X(nta_hits) X(key_fetches) \
@@ -151,6 +170,7 @@ class Validator {
   Resolver& res_;
   DnssecConfig cfg_;
   std::vector<dns::Name> runtime_nta_;
+  SigMemo memo_;
   struct ZoneState;
   std::unordered_map<std::string, std::shared_ptr<ZoneState>> zones_;  // name key -> walk memo
   ValidatorStats stats_;

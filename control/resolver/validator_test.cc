@@ -83,6 +83,22 @@ TEST(Validator, SignedRRsetIsSecure) {
   EXPECT_EQ(check_rrset(set.get(), N("example."), z.keys(), time(nullptr)).sec, Security::secure);
 }
 
+TEST(Validator, SignatureMemoNeverVouchesForOtherData) {
+  Signer z("example.");
+  SigMemo memo;
+  auto set = z.sign({"www.example. 300 IN A 192.0.2.1"});
+  EXPECT_EQ(check_rrset(set.get(), N("example."), z.keys(), time(nullptr), &memo).sec, Security::secure);
+  EXPECT_EQ(memo.size(), 1u);
+  EXPECT_EQ(check_rrset(set.get(), N("example."), z.keys(), time(nullptr), &memo).sec, Security::secure);
+  // The same RRSIG over changed data, or checked after it expired, is not taken from the memo.
+  ldns_rr* a = ldns_rr_list_rr(set.get(), 0);
+  ldns_rdf_deep_free(ldns_rr_set_rdf(a, ldns_rdf_new_frm_str(LDNS_RDF_TYPE_A, "192.0.2.99"), 0));
+  EXPECT_EQ(check_rrset(set.get(), N("example."), z.keys(), time(nullptr), &memo).sec, Security::bogus);
+  ldns_rdf_deep_free(ldns_rr_set_rdf(a, ldns_rdf_new_frm_str(LDNS_RDF_TYPE_A, "192.0.2.1"), 0));
+  EXPECT_EQ(check_rrset(set.get(), N("example."), z.keys(), time(nullptr) + 7200, &memo).ede,
+            ede::signature_expired);
+}
+
 TEST(Validator, ChangedDataIsBogus) {
   Signer z("example.");
   auto set = z.sign({"www.example. 300 IN A 192.0.2.1"});
