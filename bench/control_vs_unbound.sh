@@ -80,6 +80,8 @@ max-outstanding-per-client = 10000
 threads = $1
 [recursion]
 root-hints = $LAB_ROOT_HINTS
+[dnssec]
+trust-anchor-file = $LAB_TRUST_ANCHOR
 EOF
   ip netns exec "$NS" "$TERN_CONTROL" -c "$work/tern-$1.conf" -f >"$work/tern-$1.log" 2>&1 &
   tern_pid=$!
@@ -102,6 +104,9 @@ seed=$RANDOM$RANDOM
 for f in t1 t2 u1 u2; do
   awk -v n="$cold_n" -v s="$f$seed" -v suf="$LAB_WILD_SUFFIX" \
     'BEGIN { for (i = 0; i < n; i++) printf "c%s-%d.%s A\n", s, i, suf }' >"$work/cold-$f.txt"
+  # Cold and signed: every name is a fresh expansion of the signed wildcard *.wild.alpha.lab,
+  # so each answer costs both validators a signature check and an NSEC proof (RFC 4035 5.3.4).
+  sed "s/\.$LAB_WILD_SUFFIX A\$/.wild.alpha.lab A/; s/^c/s/" "$work/cold-$f.txt" >"$work/signed-$f.txt"
 done
 
 run() {  # addr file passes -> qps (cold runs pass the file once: every name is new)
@@ -145,6 +150,8 @@ for T in 1 2; do
   measure "u_hit_$T" "$unb_pid" $UNB4 "$work/hit.txt" 100000000
   measure "t_cold_$T" "$tern_pid" $TERN4 "$work/cold-t$T.txt" 1
   measure "u_cold_$T" "$unb_pid" $UNB4 "$work/cold-u$T.txt" 1
+  measure "t_sig_$T" "$tern_pid" $TERN4 "$work/signed-t$T.txt" 1
+  measure "u_sig_$T" "$unb_pid" $UNB4 "$work/signed-u$T.txt" 1
   stop_servers
 done
 
@@ -158,13 +165,16 @@ row "cache hit" 1 "$t_hit_1" "$u_hit_1" "$t_hit_1_cpu" "$u_hit_1_cpu"
 row "cache hit" 2 "$t_hit_2" "$u_hit_2" "$t_hit_2_cpu" "$u_hit_2_cpu"
 row "cold (unique names)" 1 "$t_cold_1" "$u_cold_1" "$t_cold_1_cpu" "$u_cold_1_cpu"
 row "cold (unique names)" 2 "$t_cold_2" "$u_cold_2" "$t_cold_2_cpu" "$u_cold_2_cpu"
+row "cold signed (AD)" 1 "$t_sig_1" "$u_sig_1" "$t_sig_1_cpu" "$u_sig_1_cpu"
+row "cold signed (AD)" 2 "$t_sig_2" "$u_sig_2" "$t_sig_2_cpu" "$u_sig_2_cpu"
 printf '2 threads / 1 thread: tern hit %s cold %s; unbound hit %s cold %s\n' \
   "$(ratio "$t_hit_2" "$t_hit_1")" "$(ratio "$t_cold_2" "$t_cold_1")" \
   "$(ratio "$u_hit_2" "$u_hit_1")" "$(ratio "$u_cold_2" "$u_cold_1")"
+echo "(both validate: tern with [dnssec] on and the lab anchor, unbound with the lab anchor)"
 echo "(us/answer: server CPU time, user+system, per completed query; $(nproc) CPUs shared with dnsperf;" \
   "load: $(cut -d' ' -f1-3 /proc/loadavg))"
-printf 'lost queries: tern hit %s/%s cold %s/%s; unbound hit %s/%s cold %s/%s (1/2 threads)\n' \
-  "${t_hit_1_lost:-?}" "${t_hit_2_lost:-?}" "${t_cold_1_lost:-?}" "${t_cold_2_lost:-?}" \
-  "${u_hit_1_lost:-?}" "${u_hit_2_lost:-?}" "${u_cold_1_lost:-?}" "${u_cold_2_lost:-?}"
+printf 'lost queries: tern hit %s/%s cold %s/%s signed %s/%s; unbound hit %s/%s cold %s/%s signed %s/%s (1/2 threads)\n' \
+  "${t_hit_1_lost:-?}" "${t_hit_2_lost:-?}" "${t_cold_1_lost:-?}" "${t_cold_2_lost:-?}" "${t_sig_1_lost:-?}" "${t_sig_2_lost:-?}" \
+  "${u_hit_1_lost:-?}" "${u_hit_2_lost:-?}" "${u_cold_1_lost:-?}" "${u_cold_2_lost:-?}" "${u_sig_1_lost:-?}" "${u_sig_2_lost:-?}"
 printf 'control_qps=%s\ncontrol_qps_threads2=%s\n' "$t_cold_1" "$t_cold_2" >"$RESULTS"
 echo "figures for tern-bench plan: $RESULTS"

@@ -832,6 +832,9 @@ InsertResult Cache::insert_response(std::span<const uint8_t> msg, uint32_t now_s
   if (rcode != wire::kRcodeNoError && rcode != wire::kRcodeNXDomain &&
       rcode != wire::kRcodeServFail)
     return reject(Reject::uncacheable_rcode);
+  // A failure the resolver explained (DNSSEC bogus, a broken chain of trust) depends on
+  // state only the resolver holds (bogus-ttl, negative trust anchors): never cached here.
+  if (rcode == wire::kRcodeServFail && info.opt.has_ede) return reject(Reject::servfail_explained);
 
   // 2. The key's DO flag (CD came from the same header above).
   if (key_st != Status::ok) return reject(Reject::malformed, key_st);

@@ -232,6 +232,7 @@ struct Config {
   X(zero_ttl, "TTL works out to 0")                                                      \
   X(too_large, "answer sections larger than 65535 bytes or too many records")           \
   X(servfail_over_stale, "SERVFAIL does not replace an entry that can still be served stale") \
+  X(servfail_explained, "SERVFAIL with an Extended DNS Error (RFC 8914), e.g. DNSSEC bogus: the resolver judges it again, not the cache") \
   X(no_memory, "entry larger than a shard's byte budget")
 
 enum class Reject : uint8_t {

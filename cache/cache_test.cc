@@ -353,6 +353,18 @@ TEST_F(CacheTest, ServeStaleWithinWindowOnly) {
   EXPECT_EQ(s.misses, 2u);
 }
 
+TEST_F(CacheTest, ServfailWithExtendedErrorIsNotCached) {
+  // tern-control's SERVFAIL for bogus data carries EDE 6 (RFC 8914): the fast path must
+  // leave it to tern-control, which re-checks after bogus-ttl or a negative trust anchor.
+  const auto sf = MsgBuilder()
+                      .rcode(wire::kRcodeServFail)
+                      .question("bogus.lab.", 1)
+                      .opt(1232, true, 0, {{wire::kOptionEDE, {0, 6}}})
+                      .finish();
+  EXPECT_EQ(cache.insert_response(sf, kNow).reason, Reject::servfail_explained);
+  EXPECT_EQ(get("bogus.lab.", 1, kNow, false).kind, Lookup::kMiss);
+}
+
 TEST_F(CacheTest, ServfailDoesNotReplaceServableAnswer) {
   ASSERT_TRUE(cache.insert_response(a_response("keep.lab.", 60, 1), kNow).stored());
   const auto sf = MsgBuilder().rcode(wire::kRcodeServFail).question("keep.lab.", 1).finish();

@@ -920,6 +920,44 @@ ParseResult parse_config_text(std::string_view text, const std::string& name) {
     cfg.root_hints = std::filesystem::absolute(p, ec).lexically_normal().string();
   }
 
+  if (cfg.dnssec_validation && !cfg.trust_anchor_file.empty()) {
+    std::filesystem::path p(cfg.trust_anchor_file);
+    if (p.is_relative()) p = base / p;  // like root-hints: relative to the config file
+    std::error_code ec;
+    unsigned l = line_for("dnssec", "trust-anchor-file");
+    // The packaged default may be absent on a build machine: tern-control then answers
+    // without AD (every answer indeterminate) and says so at start; a file the operator
+    // named must exist.
+    if (!std::filesystem::is_regular_file(p, ec) && cfg.trust_anchor_file != Config{}.trust_anchor_file)
+      add(Severity::error, l, "[dnssec] trust-anchor-file",
+          "file " + p.string() + " does not exist or is not a regular file",
+          "install tern's root anchor (/usr/share/tern/root.key), point the option at a file "
+          "of DS/DNSKEY records, or set [dnssec] validation = no");
+    else if (std::filesystem::is_regular_file(p, ec) && access(p.c_str(), R_OK) != 0)
+      add(Severity::error, l, "[dnssec] trust-anchor-file",
+          "file " + p.string() + " is not readable: " + std::strerror(errno));
+    cfg.trust_anchor_file = std::filesystem::absolute(p, ec).lexically_normal().string();
+  }
+  {
+    // Names only; the resolver builds them (RFC 1035 §2.3.4 limits).
+    std::istringstream in(cfg.negative_trust_anchors);
+    for (std::string n; in >> n;) {
+      bool ok = n.size() <= 254 || (n.size() == 255 && n.back() == '.');
+      size_t start = 0;
+      while (ok && start < n.size()) {
+        size_t dot = n.find('.', start);
+        size_t len = (dot == std::string::npos ? n.size() : dot) - start;
+        ok = (len > 0 && len <= 63) || (n == ".");
+        if (dot == std::string::npos) break;
+        start = dot + 1;
+      }
+      if (!ok)
+        add(Severity::error, line_for("dnssec", "negative-trust-anchors"),
+            "[dnssec] negative-trust-anchors", "'" + n + "' is not a domain name",
+            "list names separated by spaces, e.g. broken.example. corp.example.");
+    }
+  }
+
   if (!value_errors) {
     if (cfg.listen.empty())
       add(Severity::error, line_for("server", "listen"), "[server] listen",

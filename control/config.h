@@ -84,6 +84,13 @@ struct Config {
   bool serve_stale = true;
   uint32_t stale_window = 86400, stale_answer_ttl = 30;
   bool prefetch = true;
+  // [dnssec] (control/resolver/validator.h)
+  bool dnssec_validation = true;
+  std::string trust_anchor_file = "/usr/share/tern/root.key";  // parsed by the resolver
+  std::string negative_trust_anchors;  // names, space-separated
+  uint32_t bogus_ttl = 60;
+  unsigned nsec3_max_iterations = 150;
+  uint32_t rfc5011_hold_down = 30 * 86400;  // RFC 5011 §2.4.1 add hold-down, seconds
   // [dataplane] (dataplane_policy() turns these, [server] allow and [cache] into the push)
   bool dp_refuse_outside = true;
   unsigned dp_miss_rate = 2000, dp_miss_burst = 500;

@@ -401,9 +401,36 @@ TEST_F(ConfigTest, RemovedOptionWarnsAndIsIgnored) {
   ASSERT_TRUE(d) << all(r);
   EXPECT_EQ(d->line, 7u);
   EXPECT_EQ(d->str(), write("") + ":7: warning: [server] dnssec-enable: option was removed in "
-                                  "0.1 and is ignored; tern has no switch for DNSSEC processing; "
-                                  "delete the line");
+                                  "0.1 and is ignored; DNSSEC records are always requested and "
+                                  "passed on; delete the line (validation is [dnssec] validation)");
   EXPECT_EQ(r.check_exit_code(), 2);
+}
+
+TEST_F(ConfigTest, DnssecValidationNoMapsToTheDnssecSection) {
+  // BIND's spelling still loads and turns validation off, with a warning naming the new home.
+  auto r = parse(base() + "[server]\ndnssec-validation = no\n");
+  ASSERT_TRUE(r.config) << all(r);
+  EXPECT_FALSE(r.config->dnssec_validation);
+  const Diagnostic* d = find(r, Severity::warning, "renamed to [dnssec] validation");
+  ASSERT_TRUE(d) << all(r);
+  EXPECT_EQ(d->line, 7u);
+  EXPECT_EQ(r.check_exit_code(), 2);
+  r = parse(base());
+  ASSERT_TRUE(r.config) << all(r);
+  EXPECT_TRUE(r.config->dnssec_validation) << "validation is on by default";
+}
+
+TEST_F(ConfigTest, DnssecOptionsAreChecked) {
+  auto r = parse(base() + "[dnssec]\ntrust-anchor-file = " + dir_ + "/missing.key\n");
+  EXPECT_TRUE(find(r, Severity::error, "[dnssec] trust-anchor-file: file " + dir_ + "/missing.key does not exist")) << all(r);
+  r = parse(base() + "[dnssec]\nnegative-trust-anchors = ok.example. bad..example\n");
+  EXPECT_TRUE(find(r, Severity::error, "'bad..example' is not a domain name")) << all(r);
+  r = parse(base() + "[dnssec]\nnsec3-max-iterations = 5000\n");
+  EXPECT_TRUE(find(r, Severity::error, "[dnssec] nsec3-max-iterations")) << all(r);
+  std::ofstream(dir_ + "/ta.key") << ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n";
+  r = parse(base() + "[dnssec]\ntrust-anchor-file = " + dir_ + "/ta.key\nbogus-ttl = 30s\n");
+  ASSERT_TRUE(r.config) << all(r);
+  EXPECT_EQ(r.config->bogus_ttl, 30u);
 }
 
 TEST_F(ConfigTest, RenamedOptionWarnsAndAppliesToTheNewName) {

@@ -209,6 +209,10 @@ std::optional<std::string> Daemon::activate(Config& c) {
   if (!c.health_probe.empty())
     served.allow.insert(served.allow.end(), c.health_probe_source.begin(), c.health_probe_source.end());
   if (auto err = server_.apply(served)) return err;
+  if (c.dnssec_validation && server_.trust_anchors() == 0)
+    log(Lvl::warning, "[dnssec] validation is on but " + c.trust_anchor_file +
+                          " is not installed: no trust anchor, answers carry no AD; install "
+                          "the package's root anchor or set trust-anchor-file");
   health_.configure(*health);
   // After the swap: an HTTP port that does not bind is an error in the log and a metric, not
   // a failed reload (the resolver is already serving the new config). Health checkers then
@@ -469,6 +473,17 @@ void Daemon::register_verbs() {
              }
              r.fail("usage: cache flush [NAME] [--subtree] | cache dump");
            });
+  mgmt_.on("nta", [this](const std::vector<std::string>& a, MgmtReply& r) {
+    std::vector<std::string> rest(a.begin() + 1, a.end()), out;
+    if (auto e = server_.nta(rest, out)) return r.fail(*e);
+    for (auto& l : out) r.line(l);
+    if (rest.size() == 2) {
+      log(Lvl::info, "ternctl nta " + rest[0] + " " + rest[1]);
+      // The fast path holds answers judged under the old anchors (AD set or not): drop them.
+      const std::string dp = flush_dataplane(rest[1], true);
+      if (dp.rfind("error", 0) == 0) r.line("warning: dataplane cache not flushed: " + dp.substr(7));
+    }
+  });
   // operations: `ternctl health [-v]` maps `state` to its exit code (0 ready, 1 not ready,
   // 2 not live); drain/undrain fail readiness on purpose while everything keeps answering.
   mgmt_.on("health", [this](const std::vector<std::string>& a, MgmtReply& r) {

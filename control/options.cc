@@ -93,6 +93,38 @@ const std::array kOptions = {
                "reload: a changed value is reported and needs a restart.",
                &Config::threads},
 
+    // [dnssec]
+    OptionSpec{"dnssec", "validation", T::boolean, "yes", 0, 0, "0.2", true, false,
+               "Validate answers (RFC 4033-4035): DO=1 upstream, AD on secure answers for "
+               "clients that set DO or AD, SERVFAIL with an Extended DNS Error for bogus ones. "
+               "CD=1 queries get the data unchecked. no: answers never carry AD.",
+               &Config::dnssec_validation},
+    OptionSpec{"dnssec", "trust-anchor-file", T::path, "/usr/share/tern/root.key", 0, 0, "0.2",
+               true, false,
+               "DS or DNSKEY records (presentation format, one per line) to start chains of "
+               "trust from; the package ships the IANA root KSK-2017 (key tag 20326). Copied "
+               "on first use to <state-dir>/trust-anchors/, which RFC 5011 keeps current; "
+               "the copy wins while it exists.",
+               &Config::trust_anchor_file},
+    OptionSpec{"dnssec", "negative-trust-anchors", T::string, "", 0, 0, "0.2", true, false,
+               "Domain names, space-separated, below which answers are not validated (RFC "
+               "7646): a signed zone known to be broken answers insecure instead of SERVFAIL. "
+               "ternctl nta add|remove adds runtime ones.",
+               &Config::negative_trust_anchors},
+    OptionSpec{"dnssec", "bogus-ttl", T::duration_s, "60s", 1, 86400, "0.2", true, false,
+               "How long data that failed validation stays cached (answered SERVFAIL, or "
+               "unchecked to CD=1 clients) before it is fetched and checked again.",
+               &Config::bogus_ttl},
+    OptionSpec{"dnssec", "nsec3-max-iterations", T::uint, "150", 0, 2500, "0.2", true, false,
+               "NSEC3 records with more hash iterations than this prove nothing: the answer "
+               "is insecure (RFC 9276 §3.2), with EDE 27.",
+               &Config::nsec3_max_iterations},
+    OptionSpec{"dnssec", "rfc5011-hold-down", T::duration_s, "30d", 1, 365 * kDay, "0.2", true,
+               false,
+               "RFC 5011 add hold-down: a new trust anchor key seen signed by a trusted one "
+               "becomes trusted after this long. Shorten only in tests.",
+               &Config::rfc5011_hold_down},
+
     // [recursion]
     OptionSpec{"recursion", "root-hints", T::path, "", 0, 0, "0.1", true, true,
                "Root hints file (zone file syntax: NS and A/AAAA records of the root servers). "
@@ -315,12 +347,12 @@ const std::array kOptions = {
 
 const std::array kRemoved = {
     RemovedOption{"server", "dnssec-enable", "0.1",
-                  "tern has no switch for DNSSEC processing; delete the line"},
-    RemovedOption{"server", "dnssec-validation", "0.1",
-                  "tern has no switch for DNSSEC processing; delete the line"},
+                  "DNSSEC records are always requested and passed on; delete the line "
+                  "(validation is [dnssec] validation)"},
 };
 
 const std::array kRenamed = {
+    RenamedOption{"server", "dnssec-validation", "dnssec", "validation", "0.2"},
     RenamedOption{"cache", "max-cache-size", "cache", "max-bytes", "0.1"},
     RenamedOption{"recursion", "hints-file", "recursion", "root-hints", "0.1"},
     RenamedOption{"server", "interface", "server", "listen", "0.1"},

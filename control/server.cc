@@ -25,6 +25,7 @@
 #include "control/resolver/message.h"
 #include "control/resolver/msgcache.h"
 #include "control/resolver/resolver.h"
+#include "control/resolver/validator.h"
 
 namespace tern::control {
 
@@ -192,7 +193,8 @@ struct TcpConn {
 
 class Frontend {
  public:
-  Frontend(EventLoop& loop, resolver::Resolver& r) : loop_(loop), res_(r), shared_(r.shared()) {}
+  Frontend(EventLoop& loop, resolver::Resolver& r, resolver::Validator& v)
+      : loop_(loop), res_(r), val_(v), shared_(r.shared()) {}
   ~Frontend() {
     for (auto& [fd, c] : conns_) {
       if (c->idle) loop_.cancel(c->idle);
@@ -349,7 +351,7 @@ class Frontend {
       bool tc = false;
       auto out = resolver::answer_reply(q, a, set_.edns_size, limit, tc);
       if (tc) ++st_.answers_truncated;
-      else if (!a.stale) msgcache_.store(q, out, loop_.now_ms());
+      else if (!a.stale) msgcache_.store(q, out, loop_.now_ms(), a.sec == resolver::Security::secure);
       count_rcode(a.rcode);
       sink(std::move(out));
     };
@@ -357,7 +359,7 @@ class Frontend {
       // RD=0: the cache only, never recursion (RFC 1034 §4.3.1).
       ++st_.queries_rd0;
       Answer a;
-      if (!res_.lookup(question, a)) {
+      if (!val_.lookup(question, q.cd, a)) {
         ++st_.rd0_cache_miss;
         ++st_.answers_refused;
         sink(resolver::error_reply(q, LDNS_RCODE_REFUSED, set_.edns_size));
@@ -386,7 +388,7 @@ class Frontend {
       if (auto it = per_client_.find(ck); it != per_client_.end() && --it->second == 0)
         per_client_.erase(it);
     };
-    bool started = res_.resolve(question, [release, reply](Answer& a) {
+    bool started = val_.resolve(question, q.cd, [release, reply](Answer& a) {
       release();
       reply(a);
     });
@@ -697,6 +699,7 @@ class Frontend {
 
   EventLoop& loop_;
   resolver::Resolver& res_;
+  resolver::Validator& val_;
   resolver::Shared& shared_;
   Settings set_;
   resolver::MsgCache msgcache_;
@@ -711,11 +714,14 @@ class Frontend {
 };
 
 // One event loop's share of the server. Worker 0 runs on the caller's loop; the others own
-// their loop and the thread running it.
+// their loop and the thread running it. Each loop validates with its own Validator (its key
+// and signature memos are per loop); verdicts recorded on the shared cache's entries serve
+// every loop.
 struct Worker {
   EventLoop* loop = nullptr;
   std::unique_ptr<EventLoop> own_loop;
   std::unique_ptr<resolver::Resolver> resolver;
+  std::unique_ptr<resolver::Validator> validator;
   std::unique_ptr<Frontend> frontend;
   std::thread thread;
 };
@@ -736,7 +742,8 @@ Server::Server(EventLoop& loop) : loop_(loop), shared_(std::make_shared<resolver
   auto w = std::make_unique<Worker>();
   w->loop = &loop;
   w->resolver = std::make_unique<resolver::Resolver>(loop, shared_);
-  w->frontend = std::make_unique<Frontend>(loop, *w->resolver);
+  w->validator = std::make_unique<resolver::Validator>(loop, *w->resolver);
+  w->frontend = std::make_unique<Frontend>(loop, *w->resolver, *w->validator);
   workers_.push_back(std::move(w));
 }
 
@@ -746,6 +753,7 @@ Server::~Server() {
     if (workers_[i]->thread.joinable()) workers_[i]->thread.join();
   // Every loop is still; answers queued for other loops are dropped with those loops.
   for (auto& w : workers_) w->frontend.reset();
+  for (auto& w : workers_) w->validator.reset();
   for (auto& w : workers_) w->resolver.reset();
 }
 
@@ -769,7 +777,8 @@ void Server::start_workers(unsigned n) {
     w->own_loop = std::make_unique<EventLoop>();
     w->loop = w->own_loop.get();
     w->resolver = std::make_unique<resolver::Resolver>(*w->loop, shared_);
-    w->frontend = std::make_unique<Frontend>(*w->loop, *w->resolver);
+    w->validator = std::make_unique<resolver::Validator>(*w->loop, *w->resolver);
+    w->frontend = std::make_unique<Frontend>(*w->loop, *w->resolver, *w->validator);
     EventLoop* loop = w->loop;
     w->thread = std::thread([loop] { loop->run(); });
     pthread_setname_np(w->thread.native_handle(),
@@ -785,6 +794,7 @@ std::optional<std::string> Server::apply(const Config& c) {
   resolver::ResolverConfig rc;
   resolver::Hints hints;
   if (auto e = resolver::prepare(c, rc, hints)) return e;
+  rc.dnssec_ok = true;
   if (c.listen.empty()) return std::string("[server] listen: no endpoint configured; add listen = ADDR:PORT");
   // The loop count is fixed at the first apply ([server] threads is restart-only: the
   // daemon keeps the running value on reload and says a restart is needed).
@@ -792,6 +802,13 @@ std::optional<std::string> Server::apply(const Config& c) {
     unsigned n = resolve_threads(c.threads);
     if (n > 1) start_workers(n);
     started_ = true;
+  }
+  // Each loop validates with its own copy of the DNSSEC settings (ldns objects are not shared
+  // across threads); only the first loop's copy writes the RFC 5011 managed file.
+  std::vector<resolver::DnssecConfig> dcs(workers_.size());
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    if (auto e = resolver::prepare_dnssec(c, dcs[i])) return e;
+    if (i) dcs[i].anchors.stop_persisting();
   }
   bool reuseport = workers_.size() > 1;
   std::vector<std::map<std::string, std::shared_ptr<Listener>>> next(workers_.size());
@@ -804,6 +821,7 @@ std::optional<std::string> Server::apply(const Config& c) {
     h.servers = hints.servers;
     on_worker(i, [&] {
       workers_[i]->resolver->configure(rc, std::move(h));
+      workers_[i]->validator->configure(std::move(dcs[i]));
       workers_[i]->frontend->commit(c, workers_.size(), std::move(next[i]));
     });
   }
@@ -822,6 +840,10 @@ void Server::counters(std::vector<std::pair<std::string, uint64_t>>& out) const 
 #define X(n) mine.emplace_back("resolver_" #n, s.n);
       TERN_RESOLVER_COUNTERS(X)
 #undef X
+      const auto& v = w.validator->stats();
+#define X(n) mine.emplace_back("dnssec_" #n, v.n);
+      TERN_DNSSEC_COUNTERS(X)
+#undef X
       const auto& u = w.resolver->upstream_stats();
       mine.emplace_back("upstream_udp_sent", u.udp_sent);
       mine.emplace_back("upstream_tcp_sent", u.tcp_sent);
@@ -837,6 +859,9 @@ void Server::counters(std::vector<std::pair<std::string, uint64_t>>& out) const 
     }
   }
   out.insert(out.end(), sum.begin(), sum.end());
+  // Per-loop memos: the first loop's (every loop builds the same ones).
+  out.emplace_back("dnssec_zones_current", workers_[0]->validator->zones_memoised());
+  out.emplace_back("dnssec_trust_anchors_current", workers_[0]->validator->trust_anchors());
   // Shared state: one value, not a sum.
   const resolver::Cache& cache = shared_->cache;
   const resolver::Infra& infra = shared_->infra;
@@ -880,6 +905,33 @@ size_t Server::cache_flush(std::string_view name, bool subtree) {
   if (!dns::Name::from_text(name, n)) return 0;
   if (n.is_root() && subtree) return cache.flush_all();
   return cache.flush(n, subtree);
+}
+
+size_t Server::trust_anchors() const { return workers_[0]->validator->trust_anchors(); }
+
+std::optional<std::string> Server::nta(const std::vector<std::string>& args,
+                                       std::vector<std::string>& out) {
+  if (args.size() == 1 && args[0] == "list") {
+    out = workers_[0]->validator->nta_list();
+    return std::nullopt;
+  }
+  if (args.size() != 2 || (args[0] != "add" && args[0] != "remove"))
+    return std::string("usage: nta add NAME | nta remove NAME | nta list");
+  dns::Name n;
+  if (!dns::Name::from_text(args[1], n)) return "'" + args[1] + "' is not a domain name";
+  bool changed = false;
+  for (size_t i = 0; i < workers_.size(); ++i)
+    on_worker(i, [&] {
+      Worker& w = *workers_[i];
+      bool c = args[0] == "add" ? w.validator->nta_add(n) : w.validator->nta_remove(n);
+      if (i == 0) changed = c;
+      // Answers already judged under the old anchors must be judged again (RFC 7646 §2).
+      w.frontend->flush_answers();
+    });
+  shared_->cache.flush(n, true);
+  out.push_back(args[0] == "add" ? (changed ? "added " : "already present: ") + n.text()
+                                 : (changed ? "removed " : "not present: ") + n.text());
+  return std::nullopt;
 }
 
 void Server::cache_dump(std::ostream& os) const { shared_->cache.dump(os, loop_.now_ms()); }

@@ -27,7 +27,7 @@
 
 namespace tern::control {
 
-namespace resolver { class Resolver; struct Shared; }
+namespace resolver { class Resolver; class Validator; struct Shared; }
 class Frontend;  // listeners, TCP connections, client limits (server.cc)
 struct Worker;   // one event loop: its Frontend and Resolver (server.cc)
 
@@ -55,6 +55,11 @@ class Server {  // owns listeners + resolver; lives on the loop thread
   std::vector<UpstreamServerStat> upstream_servers(size_t n = kUpstreamMetricsServers) const;
   size_t cache_flush(std::string_view name /* "" = all */, bool subtree);
   void cache_dump(std::ostream&) const;
+  // `ternctl nta add|remove NAME`, `nta list`: runtime negative trust anchors (RFC 7646).
+  // Adding or removing one flushes that subtree so its answers are judged again.
+  size_t trust_anchors() const;  // zones with a trust anchor in force
+  std::optional<std::string> nta(const std::vector<std::string>& args,
+                                 std::vector<std::string>& out);
   // The answers tern-control would serve from memory now (MsgCache::export_answers).
   void export_answers(const std::function<void(std::span<const uint8_t>)>& fn) const;
 

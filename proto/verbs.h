@@ -35,6 +35,8 @@ inline constexpr VerbSpec kControlVerbs[] = {
     {"drain", "drain", "fail readiness on purpose (the peer takes the address); queries are still answered"},
     {"undrain", "undrain", "end a drain"},
     {"metrics", "metrics", "the Prometheus exposition /metrics serves"},
+    {"nta", "nta add NAME | nta remove NAME | nta list",
+     "negative trust anchors at runtime (RFC 7646): NAME and below answer unvalidated"},
 };
 
 inline const VerbSpec* find_verb(std::span<const VerbSpec> table, std::string_view name) {

@@ -71,7 +71,7 @@ if ! ip netns exec "$NS" kdig @"$ref" +timeout=2 +retry=1 www.lab A >/dev/null 2
 fi
 
 # ----------------------------------------------------------- tern-control ----
-write_conf() {  # $1: extra [cache] lines
+write_conf() {  # $1: extra [cache] lines, $2: extra [dnssec] lines
   cat >"$work/tern.conf" <<EOF
 [server]
 listen = $V4:53
@@ -86,6 +86,9 @@ tcp-idle-timeout = 2000
 threads = $THREADS
 [recursion]
 root-hints = $LAB_ROOT_HINTS
+[dnssec]
+trust-anchor-file = $LAB_TRUST_ANCHOR
+${2:-}
 [cache]
 $1
 EOF
@@ -108,9 +111,11 @@ check "$THREADS TCP listeners on $V4:53" test "$(inns ss -Hltn "src $V4:53" | wc
 
 # ----------------------------------------------------------- 1. compare ----
 # tern-control does not validate DNSSEC: --no-dnssec skips AD and validation-only cases.
+# Validating, like the reference: rcode, AD and answers equal unbound's for every case,
+# and the Extended DNS Error of each failure is the one queries.txt names.
 if inns python3 "$LAB_COMPARE" --queries "$LAB_QUERIES" --reference "$ref" --candidate "$V4" \
-     --no-dnssec >"$work/compare.out" 2>&1; then
-  ok "lab query set: same rcode and answers as unbound ($(tail -1 "$work/compare.out"))"
+     --ede >"$work/compare.out" 2>&1; then
+  ok "lab query set: same rcode, AD and answers as unbound ($(tail -1 "$work/compare.out"))"
 else
   cat "$work/compare.out"
   bad "lab query set differs from unbound"
@@ -197,7 +202,53 @@ out=$(inns kdig @"$V4" +timeout=15 +retry=0 "x$RANDOM.dead.zz" A 2>&1)
 check "a zone whose only server is dead: SERVFAIL" bash -c "grep -q 'status: SERVFAIL' <<<'$out'"
 check "upstream timeouts counted" test "$(counter upstream_timeouts)" -ge 1
 
-# ----------------------------------------------------------- 4. stale ----
+# ---------------------------------------------------------- 4. DNSSEC ----
+has_ad() { grep -qE 'Flags: .* ad( |;|$)' <<<"$1"; }
+out=$(dig4 +dnssec www.alpha.lab A)
+check "DO=1: secure answer has AD and its RRSIG" bash -c "$(declare -f has_ad); has_ad '$out' && grep -q RRSIG <<<'$out'"
+out=$(dig4 +noadflag www.alpha.lab A)
+check "DO=0 AD=0: no AD, no RRSIG (RFC 6840 5.7, RFC 4035 3.2.1)" bash -c "$(declare -f has_ad); ! has_ad '$out' && ! grep -q RRSIG <<<'$out'"
+out=$(dig4 +adflag www.alpha.lab A)
+check "AD=1 without DO: AD, no RRSIG" bash -c "$(declare -f has_ad); has_ad '$out' && ! grep -q RRSIG <<<'$out'"
+for i in 1 2; do out=$(dig4 +cd www.bogus.lab A); done
+check "CD=1 twice (second from the message cache): bogus data, NOERROR, no AD" bash -c "$(declare -f has_ad); grep -q 'status: NOERROR' <<<'$out' && grep -q 198.18.2.66 <<<'$out' && ! has_ad '$out'"
+out=$(dig4 +edns www.bogus.lab A)
+check "CD=0 after CD=1: SERVFAIL, never the CD=1 answer" bash -c "grep -q 'status: SERVFAIL' <<<'$out'"
+check "bogus answer carries EDE 6 (DNSSEC Bogus)" bash -c "grep -qE 'EDE: 6' <<<'$out'"
+"$TERNCTL" -s "$work/control.sock" nta add bogus.lab >/dev/null
+out=$(dig4 www.bogus.lab A)
+check "ternctl nta add: the broken zone answers, insecure" bash -c "$(declare -f has_ad); grep -q 'status: NOERROR' <<<'$out' && ! has_ad '$out'"
+check "ternctl nta list shows it" bash -c "'$TERNCTL' -s '$work/control.sock' nta list | grep -qx bogus.lab."
+"$TERNCTL" -s "$work/control.sock" nta remove bogus.lab >/dev/null
+out=$(dig4 www.bogus.lab A)
+check "ternctl nta remove: SERVFAIL again" bash -c "grep -q 'status: SERVFAIL' <<<'$out'"
+# RFC 8198: a second unknown name that the first NXDOMAIN's NSECs already cover is answered
+# from them (secure NXDOMAIN with AD), with nothing sent upstream.
+dig4 +dnssec "zzz-$RANDOM-a.alpha.lab" A >/dev/null
+sent=$(counter upstream_udp_sent)
+agg=$(counter dnssec_aggressive_nxdomain)
+out=$(dig4 +dnssec "zzz-$RANDOM-b.alpha.lab" A)
+check "aggressive NSEC (RFC 8198): NXDOMAIN with AD from cached NSECs" bash -c "$(declare -f has_ad); grep -q 'status: NXDOMAIN' <<<'$out' && has_ad '$out' && grep -q NSEC <<<'$out'"
+check "aggressive NSEC: nothing sent upstream, counted" bash -c "(( $(counter upstream_udp_sent) == $sent && $(counter dnssec_aggressive_nxdomain) > $agg ))"
+out=$(dig4 +dnssec "zzz-$RANDOM-c.nx.alpha.lab" A)
+check "aggressive NSEC: a name below a nonexistent name is NXDOMAIN too" bash -c "grep -q 'status: NXDOMAIN' <<<'$out'"
+n=0
+for k in dnssec_secure dnssec_insecure dnssec_bogus; do (( $(counter $k) > 0 )) && n=$((n + 1)); done
+check "outcomes counted (tern_dnssec_secure/insecure/bogus_total)" test "$n" -eq 3
+write_conf "" "validation = no"
+kill -HUP "$tern_pid"
+sleep 1
+out=$(dig4 www.bogus.lab A)
+check "validation = no (reload): bogus zone answers" bash -c "grep -q 'status: NOERROR' <<<'$out'"
+out=$(dig4 +dnssec www.alpha.lab A)
+check "validation = no: no AD" bash -c "$(declare -f has_ad); ! has_ad '$out'"
+write_conf ""
+kill -HUP "$tern_pid"
+sleep 1
+out=$(dig4 www.bogus.lab A)
+check "validation back on (reload): SERVFAIL" bash -c "grep -q 'status: SERVFAIL' <<<'$out'"
+
+# ----------------------------------------------------------- 5. stale ----
 # Short TTLs through a reload (SIGHUP), fill the cache, then make every lab server
 # unreachable from tern's namespace only (a blackhole route: the shared lab keeps running).
 write_conf "ttl-cap = 2"
@@ -208,10 +259,11 @@ check "fresh answer before the outage" bash -c "ip netns exec $NS kdig @$V4 +sho
 ip -n "$NS" route add blackhole 198.18.1.0/24
 ip -n "$NS" -6 route add blackhole 2001:2::1:0/112
 sleep 3
-out=$(inns kdig @"$V4" +timeout=8 +retry=0 www.beta.zz A 2>&1)
+out=$(inns kdig @"$V4" +edns +timeout=8 +retry=0 www.beta.zz A 2>&1)
 check "serve-stale: expired answer served while upstreams are down" bash -c "grep -q 'status: NOERROR' <<<'$out' && grep -q 198.18.4.1 <<<'$out'"
 check "serve-stale: stale TTL is 30" bash -c "grep -E 'www.beta.zz.\s+30\s+IN\s+A' <<<'$out' >/dev/null"
 check "stale answers counted" test "$(counter resolver_answers_stale)" -ge 1
+check "stale answer carries EDE 3 (Stale Answer)" bash -c "grep -qE 'EDE: 3' <<<'$out'"
 out=$(inns kdig @"$V4" +timeout=8 +retry=0 "never-seen-$RANDOM.beta.zz" A 2>&1)
 check "a name never seen: SERVFAIL during the outage" bash -c "grep -q 'status: SERVFAIL' <<<'$out'"
 ip -n "$NS" route del blackhole 198.18.1.0/24

@@ -10,8 +10,10 @@
 # flush, REFUSED for a client outside the allow list, a service address added to the
 # exception interface answered at once (a VIP moving), hits still answered during a
 # unique-name flood while the miss limiter drops, the readiness probe (a miss through the
-# resolver, then a hit; with tern-control, `ternctl health -v` reports it), and a clean SIGTERM
-# shutdown.
+# resolver, then a hit; with tern-control, `ternctl health -v` reports it), with tern-control
+# the DNSSEC contract of the fast path (AD exactly as tern-control sets it for DO/AD/neither,
+# bogus data never cached from a SERVFAIL, a CD=1 entry never answering CD=0), and a clean
+# SIGTERM shutdown.
 #
 # usage: tests/dataplane_e2e_test.sh BUILD_ROOT      (root; uses only 198.18.0.0/16, 2001:2::/64)
 # Resolver: the lab's unbound, or tern-control with TERN_E2E_RESOLVER=tern-control
@@ -92,7 +94,11 @@ EOF
 counter() { ctl stats | awk -v n="tern_dp_$1_total" '$1 ~ "^"n"[{]" { s += $2 } END { print s + 0 }'; }
 # Cache hits answered to clients: the readiness probe (tern-control probes every second) is
 # answered from the cache too, and counted in answer_hit as well as in probe_answered.
-client_hits() { echo $(($(counter answer_hit) - $(counter probe_answered))); }
+# One stats snapshot for both counters: a probe answered between two reads would count.
+client_hits() {
+  ctl stats | awk '$1 ~ /^tern_dp_answer_hit_total[{]/ { h += $2 }
+                   $1 ~ /^tern_dp_probe_answered_total[{]/ { p += $2 } END { print h - p }'
+}
 svc_counter() { ctl stats | awk -v n="tern_dp_service_$1_total" '$1 == n { print $2 }'; }
 q() { ip netns exec "$1" kdig +time=3 +retry=1 "${@:2}"; }
 # The answer section's records without TTLs, sorted: "same answer, TTLs aside".
@@ -133,6 +139,8 @@ dataplane-socket = $SOCK
 state-dir = $WORK/state
 [recursion]
 root-hints = $LAB_ROOT_HINTS
+[dnssec]
+trust-anchor-file = $LAB_TRUST_ANCHOR
 [health]
 probe = www.lab A
 EOF
@@ -272,6 +280,45 @@ if [[ ${TERN_E2E_RESOLVER:-unbound} == tern-control ]]; then
   else
     fail "$TCTL not built: cannot check that tern-control's health uses the probe"
   fi
+fi
+
+if [[ ${TERN_E2E_RESOLVER:-unbound} == tern-control ]]; then
+  log "11. DNSSEC: the fast path sets AD exactly as tern-control does, and never serves bogus data"
+  # flags of a reply as kdig prints them ("Flags: qr rd ra ad; ...")
+  adbit() { grep -qE 'Flags: .* ad( |;|$)' <<<"$1" && echo ad || echo noad; }
+  # tern-control itself, from the node (the local socket, not through the dataplane)
+  tcq() { ip netns exec "$NODE" kdig +time=3 +retry=1 @"$TERN4" "$@"; }
+  for flags in "+dnssec" "+adflag" "+noadflag" "+dnssec +noadflag"; do
+    # shellcheck disable=SC2086
+    q "$CLI" @"$TERN4" $flags www.nsec3.lab A >/dev/null || fail "query ($flags) failed"
+    h=$(client_hits)
+    # shellcheck disable=SC2086
+    fp=$(q "$CLI" @"$TERN4" $flags www.nsec3.lab A) || fail "second query ($flags) failed"
+    (($(client_hits) > h)) || fail "www.nsec3.lab A ($flags) was not answered from the fast path"
+    # shellcheck disable=SC2086
+    direct=$(tcq $flags www.nsec3.lab A) || fail "tern-control query ($flags) failed"
+    [[ $(adbit "$fp") == $(adbit "$direct") ]] ||
+      fail "AD differs for $flags: fast path $(adbit "$fp"), tern-control $(adbit "$direct")"
+    [[ $flags != *dnssec* || $(adbit "$fp") == ad ]] || fail "DO=1 secure answer from the fast path lacks AD"
+    [[ $flags != "+noadflag" || $(adbit "$fp") == noad ]] || fail "DO=0 AD=0: the fast path set AD"
+    [[ $flags != *dnssec* ]] || grep -q RRSIG <<<"$fp" || fail "DO=1 answer from the fast path has no RRSIG"
+    [[ $flags == *dnssec* ]] || ! grep -q RRSIG <<<"$fp" || fail "DO=0 answer from the fast path has an RRSIG"
+  done
+  fills=$(svc_counter fill_inserted)
+  # With EDNS the SERVFAIL carries EDE 6 (RFC 8914), which the fast path never caches.
+  for flags in "+edns" "+dnssec" "+edns" "+dnssec"; do
+    # shellcheck disable=SC2086
+    b=$(q "$CLI" @"$TERN4" $flags www.bogus.lab A) || fail "bogus query failed"
+    [[ $b == *"status: SERVFAIL"* ]] || fail "bogus answer ($flags) was not SERVFAIL: $b"
+  done
+  ! in_cache www.bogus.lab 1 || fail "the fast-path cache holds www.bogus.lab A (SERVFAIL filled it)"
+  ((fills == $(svc_counter fill_inserted))) || fail "a SERVFAIL for bogus data filled the fast-path cache"
+  # CD=1 gets the bogus data (and may fill a CD=1 entry); CD=0 must still get SERVFAIL.
+  for _ in 1 2; do b=$(q "$CLI" @"$TERN4" +cdflag www.bogus.lab A) || fail "CD=1 query failed"; done
+  [[ $b == *"status: NOERROR"* && $b == *198.18.2.66* && $(adbit "$b") == noad ]] ||
+    fail "CD=1 did not get the unvalidated data without AD: $b"
+  b=$(q "$CLI" @"$TERN4" +edns www.bogus.lab A) || fail "bogus query after CD=1 failed"
+  [[ $b == *"status: SERVFAIL"* ]] || fail "CD=0 after CD=1 got the CD=1 answer: $b"
 fi
 
 log "10. heartbeats move, SIGTERM stops cleanly"

@@ -278,6 +278,7 @@ Status parse_opt(Bytes msg, const RR& rr, Opt* o) noexcept {
     if (rr.end - q - 4 < len) return Status::bad_opt;
     if (code == kOptionECS) o->has_ecs = true;
     if (code == kOptionCookie) o->has_cookie = true;
+    if (code == kOptionEDE) o->has_ede = true;
     q += 4u + len;
   }
   return Status::ok;

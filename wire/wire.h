@@ -49,6 +49,7 @@ inline constexpr unsigned kOpcodeShift = 11;
 
 inline constexpr uint16_t kEdnsDO = 0x8000;  // in the low 16 bits of the OPT TTL, RFC 3225
 inline constexpr uint16_t kOptionECS = 8;    // RFC 7871
+inline constexpr uint16_t kOptionEDE = 15;   // RFC 8914
 inline constexpr uint16_t kOptionCookie = 10;  // RFC 7873
 
 // Header field offsets.
@@ -187,6 +188,7 @@ struct Opt {
   bool do_bit = false;
   bool has_ecs = false;    // option 8 seen (RFC 7871)
   bool has_cookie = false; // option 10 seen (RFC 7873)
+  bool has_ede = false;    // option 15 seen (RFC 8914 Extended DNS Error)
   size_t rr_off = 0;       // offset of the OPT owner name
   size_t rdata_off = 0;
   uint16_t rdlen = 0;

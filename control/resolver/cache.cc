@@ -115,7 +115,7 @@ void CacheShard::evict_to(size_t max) {
 }
 
 void CacheShard::insert(std::string k, CacheEntry e) {
-  e.bytes = estimate_bytes(e.rrs.get(), k.size());
+  e.bytes = estimate_bytes(e.rrs.get(), k.size()) + (e.proof ? estimate_bytes(e.proof.get(), 0) : 0);
   if (e.bytes > limits_.max_bytes) return;
   auto old = map_.find(k);
   if (old != map_.end()) erase(old);
@@ -128,7 +128,29 @@ void CacheShard::insert(std::string k, CacheEntry e) {
   map_.emplace(std::move(k), std::move(e));
 }
 
-bool CacheShard::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
+const char* security_text(Security s) {
+  switch (s) {
+    case Security::unchecked: return "unchecked";
+    case Security::secure: return "secure";
+    case Security::insecure: return "insecure";
+    case Security::bogus: return "bogus";
+    case Security::indeterminate: return "indeterminate";
+  }
+  return "?";
+}
+
+CacheEntry* CacheShard::peek(const dns::Name& name, uint16_t type, EntryKind kind) {
+  auto it = map_.find(key(name, type, kind));
+  return it == map_.end() ? nullptr : &it->second;
+}
+
+void CacheShard::drop(const dns::Name& name, uint16_t type, EntryKind kind) {
+  auto it = map_.find(key(name, type, kind));
+  if (it != map_.end()) erase(it);
+}
+
+bool CacheShard::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms,
+                           const ldns_rr_list* proof) {
   if (!rrset || ldns_rr_list_rr_count(rrset) == 0) return false;
   const ldns_rr* first = ldns_rr_list_rr(rrset, 0);
   dns::Name owner = dns::owner(first);
@@ -141,6 +163,7 @@ bool CacheShard::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_
   e.ttl = clamp_ttl(min_ttl(rrset));
   e.expire_ms = now_ms + uint64_t(e.ttl) * 1000;
   e.trust = trust;
+  if (proof && ldns_rr_list_rr_count(proof)) e.proof = share(ldns_rr_list_clone(proof));
   insert(std::move(k), std::move(e));
   return true;
 }
@@ -305,11 +328,36 @@ void Cache::set_limits(const CacheLimits& l) {
   }
 }
 
-bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms) {
+bool Cache::put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms,
+                      const ldns_rr_list* proof) {
   if (!rrset || ldns_rr_list_rr_count(rrset) == 0) return false;
   Locked& s = pick(dns::owner(ldns_rr_list_rr(rrset, 0)));
   std::lock_guard g(s.mu);
-  return s.shard.put_rrset(rrset, trust, now_ms);
+  return s.shard.put_rrset(rrset, trust, now_ms, proof);
+}
+
+CacheHit Cache::peek(const dns::Name& name, uint16_t type, EntryKind kind) {
+  Locked& s = pick(name);
+  std::lock_guard g(s.mu);
+  CacheEntry* e = s.shard.peek(name, type, kind);
+  return e ? CacheHit(*e) : CacheHit();
+}
+
+void Cache::set_security(const dns::Name& name, uint16_t type, EntryKind kind, Security sec,
+                         uint16_t ede, uint64_t expire_cap_ms) {
+  Locked& s = pick(name);
+  std::lock_guard g(s.mu);
+  if (CacheEntry* e = s.shard.peek(name, type, kind)) {
+    e->sec = sec;
+    e->ede = ede;
+    e->expire_ms = std::min(e->expire_ms, expire_cap_ms);
+  }
+}
+
+void Cache::drop(const dns::Name& name, uint16_t type, EntryKind kind) {
+  Locked& s = pick(name);
+  std::lock_guard g(s.mu);
+  s.shard.drop(name, type, kind);
 }
 
 void Cache::put_negative(const dns::Name& name, uint16_t type, EntryKind kind,

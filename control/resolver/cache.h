@@ -45,6 +45,11 @@ enum class Trust : uint8_t { additional = 1, authority = 2, answer_nonauth = 3, 
 
 enum class EntryKind : char { rrset = 'P', nodata = 'N', nxdomain = 'X', servfail = 'S' };
 
+// DNSSEC status of cached data (RFC 4033 §5, RFC 4035 §4.3), set by the validator once it
+// checked the entry; data replaced by put_*() starts unchecked again.
+enum class Security : uint8_t { unchecked, secure, insecure, bogus, indeterminate };
+const char* security_text(Security s);
+
 struct CacheEntry {
   EntryKind kind = EntryKind::rrset;
   // The RRset (rrset) or the SOA RRset (nodata/nxdomain; may be empty). Never modified once
@@ -55,6 +60,11 @@ struct CacheEntry {
   Trust trust = Trust::additional;
   uint32_t hits = 0;
   bool prefetching = false;
+  Security sec = Security::unchecked;
+  uint16_t ede = 0xffff;  // RFC 8914 code explaining `sec` when bogus; 0xffff: none
+  // For an RRset expanded from a wildcard: the NSEC/NSEC3 records (with their RRSIGs)
+  // of the same reply that prove the query name itself does not exist (RFC 4035 §5.3.4).
+  std::shared_ptr<const ldns_rr_list> proof;  // immutable once stored, like rrs
   size_t bytes = 0;
   std::list<std::string>::iterator lru;
 };
@@ -87,7 +97,9 @@ class CacheShard {
 
   // Stores a clone of one RRset; TTL floor/cap applied. Returns false when refused
   // (lower trust than a fresh entry, or empty).
-  bool put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms);
+  // The list holds the RRset's records first, then the RRSIGs that cover it.
+  bool put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms,
+                 const ldns_rr_list* proof = nullptr);
   // NXDOMAIN for `name` (type ignored) or NODATA for (name, type), with the zone's SOA
   // RRset; not cached without an SOA (RFC 2308 §5).
   void put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
@@ -98,6 +110,10 @@ class CacheShard {
   // Bumps LRU and hit count.
   CacheEntry* get(const dns::Name& name, uint16_t type, EntryKind kind, uint64_t now_ms,
                   bool allow_stale = false);
+  // The entry as stored, fresh or not, without touching LRU order or hit counts.
+  CacheEntry* peek(const dns::Name& name, uint16_t type, EntryKind kind);
+  // Removes one entry (RFC 5011 refreshes must reach the authority, not the cache).
+  void drop(const dns::Name& name, uint16_t type, EntryKind kind);
 
   size_t flush(const dns::Name& name, bool subtree);
   size_t flush_all();
@@ -168,12 +184,25 @@ class Cache {
 
   // Stores a clone of one RRset; TTL floor/cap applied. Returns false when refused
   // (lower trust than a fresh entry, or empty).
-  bool put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms);
+  // The list holds the RRset's records first, then the RRSIGs that cover it; `proof`: the
+  // NSEC/NSEC3 records proving a wildcard expansion (CacheEntry::proof).
+  bool put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms,
+                 const ldns_rr_list* proof = nullptr);
   // NXDOMAIN for `name` (type ignored) or NODATA for (name, type), with the zone's SOA
   // RRset; not cached without an SOA (RFC 2308 §5).
   void put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
                     const ldns_rr_list* soa, uint64_t now_ms);
   void put_servfail(const dns::Name& name, uint16_t type, uint64_t now_ms);
+
+  // The validator's view: a snapshot of the entry as stored, fresh or not, without touching
+  // LRU order or hit counts; and the verdict recorded on it (under the shard's lock, so a
+  // loop that validated an entry tells every other loop). A bogus verdict also shortens the
+  // entry's life to expire_cap_ms (bogus-ttl). Nothing happens if the entry is gone.
+  CacheHit peek(const dns::Name& name, uint16_t type, EntryKind kind);
+  void set_security(const dns::Name& name, uint16_t type, EntryKind kind, Security sec,
+                    uint16_t ede, uint64_t expire_cap_ms = UINT64_MAX);
+  // Removes one entry (RFC 5011 refreshes must reach the authority, not the cache).
+  void drop(const dns::Name& name, uint16_t type, EntryKind kind);
 
   // Fresh entry, or with allow_stale an expired one within stale_window. Empty if none.
   // Bumps LRU and hit count.

@@ -11,7 +11,8 @@ void put16(std::vector<uint8_t>& v, uint16_t x) {
   v.push_back(uint8_t(x));
 }
 
-void append_opt(std::vector<uint8_t>& v, uint16_t size, uint8_t ext_rcode, bool do_bit) {
+void append_opt(std::vector<uint8_t>& v, uint16_t size, uint8_t ext_rcode, bool do_bit,
+                uint16_t ede_code = 0xffff) {
   // RFC 6891 §6.1.2: root owner, TYPE 41, CLASS = payload size, TTL = ext-rcode, version 0,
   // DO, Z; no options.
   v.push_back(0);
@@ -21,7 +22,15 @@ void append_opt(std::vector<uint8_t>& v, uint16_t size, uint8_t ext_rcode, bool 
   v.push_back(0);
   v.push_back(do_bit ? 0x80 : 0);
   v.push_back(0);
-  put16(v, 0);
+  if (ede_code == 0xffff) {
+    put16(v, 0);
+    return;
+  }
+  // RFC 8914 §2: OPTION-CODE 15, INFO-CODE, no EXTRA-TEXT.
+  put16(v, 6);
+  put16(v, 15);
+  put16(v, 2);
+  put16(v, ede_code);
 }
 
 }  // namespace
@@ -39,6 +48,7 @@ Verdict parse_query(std::span<const uint8_t> w, Query& q) {
   q.opcode = (h[2] >> 3) & 0x0f;
   q.rd = h[2] & 0x01;
   q.cd = h[3] & 0x10;
+  q.ad = h[3] & 0x20;
   uint16_t qd = rd16(h + 4), an = rd16(h + 6), ns = rd16(h + 8), ar = rd16(h + 10);
 
   size_t off = 12;
@@ -202,14 +212,26 @@ class Renderer {
 std::vector<uint8_t> answer_reply(const Query& q, const Answer& a, uint16_t our_size,
                                   size_t limit, bool& truncated) {
   truncated = false;
+  // RFC 4035 §3.2.1: without DO, DNSSEC records only when they are what was asked for.
+  auto keep_an = [&](const ldns_rr* rr) {
+    return q.do_bit || ldns_rr_get_type(rr) != LDNS_RR_TYPE_RRSIG || q.qtype == LDNS_RR_TYPE_RRSIG;
+  };
+  auto keep_ns = [&](const ldns_rr* rr) {
+    auto t = ldns_rr_get_type(rr);
+    return q.do_bit ||
+           (t != LDNS_RR_TYPE_RRSIG && t != LDNS_RR_TYPE_NSEC && t != LDNS_RR_TYPE_NSEC3);
+  };
   size_t ancount = 0, nscount = 0, bytes = 12 + q.qname_wire.size() + 4 + 11;
-  for (auto& s : a.answer) ancount += ldns_rr_list_rr_count(s.get());
-  for (auto& s : a.authority) nscount += ldns_rr_list_rr_count(s.get());
+  for (auto& s : a.answer)
+    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i) ancount += keep_an(ldns_rr_list_rr(s.get(), i));
+  for (auto& s : a.authority)
+    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i) nscount += keep_ns(ldns_rr_list_rr(s.get(), i));
+  bool ad = a.sec == Security::secure && (q.do_bit || q.ad);
   std::vector<uint8_t> out;
   out.reserve(bytes + 64 * (ancount + nscount));
   put16(out, q.id);
   out.push_back(uint8_t(0x80 | (q.rd ? 1 : 0)));  // QR, opcode QUERY
-  out.push_back(uint8_t(0x80 | (q.cd ? 0x10 : 0) | (a.rcode & 0x0f)));  // RA
+  out.push_back(uint8_t(0x80 | (ad ? 0x20 : 0) | (q.cd ? 0x10 : 0) | (a.rcode & 0x0f)));  // RA
   put16(out, 1);
   put16(out, uint16_t(ancount));
   put16(out, uint16_t(nscount));
@@ -221,14 +243,17 @@ std::vector<uint8_t> answer_reply(const Query& q, const Answer& a, uint16_t our_
   put16(out, q.qtype);
   put16(out, q.qclass);
   for (auto& s : a.answer)
-    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i) r.rr(ldns_rr_list_rr(s.get(), i));
+    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i)
+      if (keep_an(ldns_rr_list_rr(s.get(), i))) r.rr(ldns_rr_list_rr(s.get(), i));
   for (auto& s : a.authority)
-    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i) r.rr(ldns_rr_list_rr(s.get(), i));
-  if (q.edns) append_opt(out, our_size, uint8_t(a.rcode >> 4), q.do_bit);
+    for (size_t i = 0; i < ldns_rr_list_rr_count(s.get()); ++i)
+      if (keep_ns(ldns_rr_list_rr(s.get(), i))) r.rr(ldns_rr_list_rr(s.get(), i));
+  if (q.edns) append_opt(out, our_size, uint8_t(a.rcode >> 4), q.do_bit, a.ede);
   if (out.size() > limit) {
     truncated = true;
     out = error_reply(q, a.rcode, our_size);
     out[2] |= 0x02;  // TC
+    if (ad) out[3] |= 0x20;
   }
   return out;
 }

@@ -15,7 +15,7 @@ namespace tern::control::resolver {
 struct Query {
   uint16_t id = 0;
   uint8_t opcode = 0;
-  bool rd = false, cd = false;
+  bool rd = false, cd = false, ad = false;  // AD in a query: RFC 6840 §5.7
   bool has_question = false;   // a question could be parsed (echoed in error replies)
   std::string qname_wire;      // as the client sent it (case preserved, RFC 1035 §2.3.3)
   uint16_t qtype = 0, qclass = 0;
@@ -45,7 +45,9 @@ size_t udp_limit(const Query& q, uint16_t our_size);
 std::vector<uint8_t> error_reply(const Query& q, unsigned rcode, uint16_t our_size,
                                  bool badvers = false);
 
-// The answer for q. When it exceeds `limit` the reply carries TC=1, the question and no
+// The answer for q: AD when a.sec is secure and the client set DO or AD (RFC 6840 §5.7);
+// RRSIG/NSEC/NSEC3 only for DO=1 (RFC 4035 §3.2.1); a.ede as an EDE option (RFC 8914)
+// when the client sent EDNS. When it exceeds `limit` the reply carries TC=1, the question and no
 // records (RFC 7766 §4 / RFC 2181 §9: clients must retry over TCP, never use a partial set).
 // `truncated` reports whether that happened.
 std::vector<uint8_t> answer_reply(const Query& q, const Answer& a, uint16_t our_size,

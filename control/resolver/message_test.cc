@@ -142,6 +142,46 @@ TEST(AnswerReply, EchoesEdnsWithOurSizeAndNoOptWithoutIt) {
   EXPECT_EQ(w[11], 0);  // arcount 0: no OPT when the client sent none
 }
 
+TEST(AnswerReply, DnssecRecordsOnlyForDoAndAdForDoOrAd) {
+  Query q;
+  ASSERT_EQ(parse_query(query("www.lab.", LDNS_RR_TYPE_A, 1232), q), Verdict::ok);
+  q.do_bit = false;  // query() sets DO to force the OPT
+  Answer a;
+  a.sec = Security::secure;
+  a.answer.push_back(rrset({"www.lab. 60 IN A 198.18.3.1",
+                            "www.lab. 60 IN RRSIG A 13 2 60 20300101000000 20200101000000 1 lab. AAAA"}));
+  bool tc = false;
+  auto p = parse(answer_reply(q, a, 1232, 1232, tc));
+  EXPECT_EQ(ldns_pkt_ancount(p.get()), 1) << "RRSIG without DO (RFC 4035 3.2.1)";
+  EXPECT_FALSE(ldns_pkt_ad(p.get())) << "neither DO nor AD in the query";
+  q.do_bit = true;
+  p = parse(answer_reply(q, a, 1232, 1232, tc));
+  EXPECT_EQ(ldns_pkt_ancount(p.get()), 2);
+  EXPECT_TRUE(ldns_pkt_ad(p.get()));
+  q.do_bit = false;
+  q.ad = true;
+  EXPECT_TRUE(ldns_pkt_ad(parse(answer_reply(q, a, 1232, 1232, tc)).get()));
+  a.sec = Security::insecure;
+  EXPECT_FALSE(ldns_pkt_ad(parse(answer_reply(q, a, 1232, 1232, tc)).get()));
+}
+
+TEST(AnswerReply, ExtendedDnsErrorWithEdns) {
+  Query q;
+  ASSERT_EQ(parse_query(query("www.bogus.lab.", LDNS_RR_TYPE_A, 1232), q), Verdict::ok);
+  Answer a;
+  a.rcode = LDNS_RCODE_SERVFAIL;
+  a.ede = 6;
+  bool tc = false;
+  auto w = answer_reply(q, a, 1232, 1232, tc);
+  // OPT is last: ... rdlen 6, option 15, length 2, INFO-CODE 6 (RFC 8914 §2).
+  ASSERT_GE(w.size(), 8u);
+  std::vector<uint8_t> tail(w.end() - 8, w.end());
+  EXPECT_EQ(tail, (std::vector<uint8_t>{0, 6, 0, 15, 0, 2, 0, 6}));
+  ASSERT_EQ(parse_query(query("www.bogus.lab.", LDNS_RR_TYPE_A), q), Verdict::ok);
+  w = answer_reply(q, a, 1232, 1232, tc);
+  EXPECT_EQ(w[11], 0) << "no OPT, so no EDE, for a client without EDNS";
+}
+
 TEST(AnswerReply, TruncatesToEmptyAnswerWhenTooBig) {
   Query q;
   ASSERT_EQ(parse_query(query("big.lab.", LDNS_RR_TYPE_TXT), q), Verdict::ok);

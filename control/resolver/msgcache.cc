@@ -71,10 +71,11 @@ std::string MsgCache::key(const Query& q) {
   k.push_back(char(q.qtype));
   k.push_back(char(q.qclass >> 8));
   k.push_back(char(q.qclass));
+  k.push_back(char((q.do_bit ? 1 : 0) | (q.cd ? 2 : 0)));
   return k;
 }
 
-void MsgCache::store(const Query& q, std::span<const uint8_t> r, uint64_t now_ms) {
+void MsgCache::store(const Query& q, std::span<const uint8_t> r, uint64_t now_ms, bool secure) {
   if (r.size() < 12 || (r[2] & 0x02)) return;  // never a truncated reply
   unsigned rcode = r[3] & 0x0f;
   if (rcode != 0 && rcode != 3) return;          // NOERROR and NXDOMAIN only
@@ -102,6 +103,9 @@ void MsgCache::store(const Query& q, std::span<const uint8_t> r, uint64_t now_ms
   if (life < 1000) return;
   e.wire.assign(r.begin(), r.begin() + long(body));
   e.wire[10] = e.wire[11] = 0;
+  e.wire[3] = uint8_t((e.wire[3] & ~0x20) | (secure ? 0x20 : 0));
+  e.secure = secure;
+  e.plain = !q.do_bit && !q.cd;
   e.stored_ms = now_ms;
   e.expire_ms = now_ms + life;
   e.cost = cost(e);
@@ -146,7 +150,8 @@ bool MsgCache::answer(const Query& q, uint16_t our_size, size_t limit, uint64_t 
   out[0] = uint8_t(q.id >> 8);
   out[1] = uint8_t(q.id);
   out[2] = uint8_t((out[2] & ~0x01) | (q.rd ? 0x01 : 0));
-  out[3] = uint8_t((out[3] & ~0x10) | (q.cd ? 0x10 : 0));
+  out[3] = uint8_t((out[3] & ~0x30) | (q.cd ? 0x10 : 0) |
+                   (e.secure && (q.do_bit || q.ad) ? 0x20 : 0));
   std::memcpy(&out[12], q.qname_wire.data(), q.qname_wire.size());  // the client's spelling
   uint32_t aged = uint32_t((now_ms - e.stored_ms) / 1000);
   for (size_t i = 0; i < e.ttl_at.size(); ++i) {
@@ -172,7 +177,7 @@ void MsgCache::export_answers(uint64_t now_ms, uint32_t min_left_s,
                               const std::function<void(std::span<const uint8_t>)>& fn) const {
   std::vector<uint8_t> out;
   for (const auto& [k, e] : map_) {
-    if (now_ms + uint64_t{min_left_s} * 1000 >= e.expire_ms) continue;
+    if (now_ms + uint64_t{min_left_s} * 1000 >= e.expire_ms || !e.plain) continue;
     out.assign(e.wire.begin(), e.wire.end());
     out[0] = out[1] = 0;
     out[2] |= 0x01;  // RD: the answer to a recursive query

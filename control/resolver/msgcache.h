@@ -32,7 +32,11 @@ class MsgCache {
   void set_max_bytes(size_t b);
 
   // Remembers `reply` (built by answer_reply for `q`, no truncation, without or with OPT).
-  void store(const Query& q, std::span<const uint8_t> reply, uint64_t now_ms);
+  // `secure`: the data was validated; a hit sets AD when the client set DO or AD
+  // (RFC 6840 §5.7), as the dataplane's cache does. The key holds DO and CD: a DO=1
+  // reply carries RRSIGs, and a CD=1 reply may hold data that failed validation.
+  void store(const Query& q, std::span<const uint8_t> reply, uint64_t now_ms,
+             bool secure = false);
   // Fills `out` with the answer to q when cached and it fits `limit`. False otherwise.
   bool answer(const Query& q, uint16_t our_size, size_t limit, uint64_t now_ms,
               std::vector<uint8_t>& out);
@@ -55,6 +59,8 @@ class MsgCache {
     size_t cost = 0;
     uint32_t slot = 0;        // index in ring_
     bool referenced = false;  // hit since the hand last passed
+    bool secure = false;      // validated: AD for clients that set DO or AD
+    bool plain = false;       // stored for DO=0 CD=0: what the dataplane may start warm with
   };
   using Map = std::unordered_map<std::string, Entry>;
   static std::string key(const Query& q);

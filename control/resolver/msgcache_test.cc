@@ -54,6 +54,28 @@ TEST(MsgCache, HitIsPatchedForTheAskingClient) {
   EXPECT_EQ(ldns_pkt_edns_udp_size(p.get()), 1232);
 }
 
+TEST(MsgCache, KeyedOnDoAndCdWithAdForClientsThatAsk) {
+  // A CD=1 answer may hold data that failed validation: never for a CD=0 client. A DO=1
+  // answer carries RRSIGs: never for a DO=0 client. AD follows RFC 6840 §5.7 per hit.
+  MsgCache mc;
+  Query cd = make_query("www.lab.", 1, true);
+  cd.cd = true;
+  mc.store(cd, build(cd, 0, 100), 0);
+  Query plain = make_query("www.lab.", 2, true);
+  std::vector<uint8_t> out;
+  EXPECT_FALSE(mc.answer(plain, 1232, 1232, 1000, out)) << "CD=1 entry served to CD=0";
+  Query dnssec = make_query("www.lab.", 3, true);
+  dnssec.do_bit = true;
+  EXPECT_FALSE(mc.answer(dnssec, 1232, 1232, 1000, out));
+  mc.store(plain, build(plain, 0, 100), 0, /*secure=*/true);
+  ASSERT_TRUE(mc.answer(plain, 1232, 1232, 1000, out));
+  EXPECT_EQ(out[3] & 0x20, 0) << "no DO, no AD in the query: no AD";
+  Query ad = plain;
+  ad.ad = true;
+  ASSERT_TRUE(mc.answer(ad, 1232, 1232, 1000, out));
+  EXPECT_EQ(out[3] & 0x20, 0x20) << "AD=1 in the query of a secure answer";
+}
+
 TEST(MsgCache, ExpiresAtNinetyPercentAndKeepsOnlyFinalAnswers) {
   MsgCache mc;
   Query q = make_query("www.lab.", 1, false);

@@ -248,7 +248,9 @@ class Resolution {
   Resolution(Resolver& r, uint64_t id, Question q, int depth, std::shared_ptr<unsigned> budget,
              bool prefetch)
       : r_(r), id_(id), q_(std::move(q)), depth_(depth), budget_(std::move(budget)),
-        prefetch_(prefetch), cur_(q_.name), qmin_(r.cfg_.qname_minimisation) {}
+        prefetch_(prefetch), cur_(q_.name),
+        // A minimised probe would be referred to the child, which cannot answer for DS.
+        qmin_(r.cfg_.qname_minimisation && q_.type != LDNS_RR_TYPE_DS) {}
 
   ~Resolution() {
     // Never finished (the Resolver is going away): other loops' waiters must not hang.
@@ -296,7 +298,8 @@ class Resolution {
   // Hands `a` to every waiter, here and on other loops.
   void deliver(Answer& a);
   bool partial() const { return !sent_name_.equals(cur_); }
-  void cache_sets(const std::vector<dns::RrList>& sets, Trust t);
+  void cache_sets(const std::vector<dns::RrList>& sets, Trust t,
+                  const ldns_rr_list* proof = nullptr);
 
   Resolver& r_;
   uint64_t id_;
@@ -335,14 +338,30 @@ class Resolution {
   uint64_t sub_ = 0;  // id of a running sub-resolution
 };
 
-void Resolution::cache_sets(const std::vector<dns::RrList>& sets, Trust t) {
+// True when one of the RRSIGs in `set` says it was expanded from a wildcard: fewer labels
+// than the owner has (RFC 4035 §5.3.4).
+static bool wildcard_expanded(const ldns_rr_list* set) {
+  unsigned owner_labels = dns::owner(ldns_rr_list_rr(set, 0)).labels();
+  for (size_t i = 0; i < ldns_rr_list_rr_count(set); ++i) {
+    const ldns_rr* rr = ldns_rr_list_rr(set, i);
+    if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_RRSIG) continue;
+    const ldns_rdf* l = ldns_rr_rrsig_labels(rr);
+    if (l && ldns_rdf2native_int8(l) < owner_labels) return true;
+  }
+  return false;
+}
+
+void Resolution::cache_sets(const std::vector<dns::RrList>& sets, Trust t,
+                            const ldns_rr_list* proof) {
   // A CNAME right after a DNAME was synthesized from it (classify()); it is not cached,
   // so that later answers for the name carry the DNAME too (assemble() re-synthesizes).
   const ldns_rr_list* prev = nullptr;
   for (auto& s : sets) {
     bool synth = prev && ldns_rr_get_type(ldns_rr_list_rr(prev, 0)) == LDNS_RR_TYPE_DNAME &&
                  ldns_rr_get_type(ldns_rr_list_rr(s.get(), 0)) == LDNS_RR_TYPE_CNAME;
-    if (!synth) r_.cache_.put_rrset(s.get(), t, r_.now());
+    if (!synth)
+      r_.cache_.put_rrset(s.get(), t, r_.now(),
+                          proof && wildcard_expanded(s.get()) ? proof : nullptr);
     prev = s.get();
   }
 }
@@ -385,7 +404,9 @@ bool Resolution::find_delegation() {
     qmin_ = false;
     return true;
   }
-  for (dns::Name z = cur_;; z = z.parent()) {
+  // RFC 4035 §4.2: a DS RRset lives in the parent zone; ask the parent's servers.
+  bool ds = q_.type == LDNS_RR_TYPE_DS && !cur_.is_root();
+  for (dns::Name z = ds ? cur_.parent() : cur_;; z = z.parent()) {
     if (skip_zones_.empty() || !skip_zones_.count(z.key())) {
       for (const auto& rt : cfg.stub) {
         if (rt.zone.equals(z)) {
@@ -612,7 +633,8 @@ void Resolution::send(size_t idx, bool tcp, bool edns) {
   q.insert(q.end(), tail, tail + 4);
   if (edns) {
     uint16_t sz = cfg.edns_buffer_size;
-    uint8_t opt[11] = {0, 0, 41, uint8_t(sz >> 8), uint8_t(sz), 0, 0, 0, 0, 0, 0};
+    uint8_t opt[11] = {0, 0, 41, uint8_t(sz >> 8), uint8_t(sz), 0, 0,
+                       uint8_t(cfg.dnssec_ok ? 0x80 : 0), 0, 0, 0};  // DO, RFC 3225
     q.insert(q.end(), opt, opt + 11);
   }
   Expected exp{id, wire, sent_type_, q_.cls, cfg.use_0x20, srv.addr};
@@ -708,7 +730,7 @@ void Resolution::handle(const ldns_pkt* pkt, Srv& srv) {
   Trust ans_trust = fwd ? Trust::answer_nonauth : Trust::answer_auth;
   switch (c.kind) {
     case Classified::answer: {
-      cache_sets(c.rrsets, ans_trust);
+      cache_sets(c.rrsets, ans_trust, c.denial.get());
       chain_len_ += c.chain;
       if (chain_len_ > cfg.max_chain) {
         ++r_.stats_.chain_too_long;
@@ -718,7 +740,7 @@ void Resolution::handle(const ldns_pkt* pkt, Srv& srv) {
       return finish(LDNS_RCODE_NOERROR);
     }
     case Classified::cname: {
-      cache_sets(c.rrsets, ans_trust);
+      cache_sets(c.rrsets, ans_trust, c.denial.get());
       chain_len_ += c.chain;
       for (auto& s : c.rrsets) chain_.push_back(std::move(s));
       if (chain_len_ > cfg.max_chain) {
@@ -771,6 +793,8 @@ void Resolution::count_error(const Srv& srv, const Classified& c, unsigned rcode
 
 void Resolution::adopt_referral(const Classified& c) {
   uint64_t now = r_.now();
+  // The parent is authoritative for the DS at its cut: a referral to the child is no answer.
+  if (q_.type == LDNS_RR_TYPE_DS && c.cut.equals(cur_)) return fail("DS query referred to the child");
   ++r_.stats_.referrals;
   r_.cache_.put_rrset(c.ns.get(), Trust::authority, now);
   for (auto& g : c.glue) r_.cache_.put_rrset(g.get(), Trust::additional, now);

@@ -57,6 +57,8 @@ struct ResolverConfig {
   // [recursion] do-not-query plus the node's own addresses. Servers the operator named
   // (root hints, forward and stub zones) are exempt.
   std::vector<Prefix> do_not_query;
+  // DO=1 upstream (RFC 4035 §3.2.1, §4.1): RRSIGs and NSEC/NSEC3 come with the answers.
+  bool dnssec_ok = true;
 };
 
 struct Question {
@@ -66,8 +68,12 @@ struct Question {
 
 struct Answer {
   unsigned rcode = LDNS_RCODE_NOERROR;
+  // RRsets hold their RRSIGs after their records; a negative answer's authority holds the
+  // SOA, its RRSIGs and the NSEC/NSEC3 proof. answer_reply() drops them for DO=0 clients.
   std::vector<dns::RrList> answer, authority;
   bool stale = false;
+  Security sec = Security::unchecked;  // set by the Validator
+  uint16_t ede = 0xffff;               // RFC 8914 INFO-CODE for the client; 0xffff: none
 };
 
 // Counters, cumulative. The X-macro is the one list: the struct, and the names exported.

@@ -90,8 +90,68 @@ dns::Rr synthesize_cname(const ldns_rr* dname, const dns::Name& name, const dns:
   return dns::Rr(rr);
 }
 
+namespace {
+
+uint16_t covered(const ldns_rr* sig) {
+  const ldns_rdf* t = ldns_rr_rrsig_typecovered(sig);
+  return t ? uint16_t(ldns_rdf2rr_type(t)) : 0;
+}
+
+// RFC 4035 §3.1.1: the RRSIGs covering an RRset travel with it (appended after its records).
+void append_sigs(ldns_rr_list* set, const ldns_rr_list* section) {
+  if (!set || ldns_rr_list_rr_count(set) == 0) return;
+  const ldns_rr* first = ldns_rr_list_rr(set, 0);
+  uint16_t type = uint16_t(ldns_rr_get_type(first));
+  if (type == LDNS_RR_TYPE_RRSIG) return;
+  for (size_t i = 0; i < ldns_rr_list_rr_count(section); ++i) {
+    const ldns_rr* rr = ldns_rr_list_rr(section, i);
+    if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_RRSIG || covered(rr) != type) continue;
+    if (ldns_dname_compare(ldns_rr_owner(rr), ldns_rr_owner(first)) != 0) continue;
+    ldns_rr_list_push_rr(set, ldns_rr_clone(rr));
+  }
+}
+
+// The authority section's NSEC/NSEC3 records in bailiwick, each followed by its RRSIGs
+// (RFC 4035 §3.1.3): what proves a denial or a wildcard expansion.
+dns::RrList denial_records(const ldns_rr_list* section, const dns::Name& zone, bool all) {
+  dns::RrList out(ldns_rr_list_new());
+  for (auto& set : in_zone(section, zone, all)) {
+    auto t = ldns_rr_get_type(ldns_rr_list_rr(set.get(), 0));
+    if (t != LDNS_RR_TYPE_NSEC && t != LDNS_RR_TYPE_NSEC3) continue;
+    append_sigs(set.get(), section);
+    for (size_t i = 0; i < ldns_rr_list_rr_count(set.get()); ++i)
+      ldns_rr_list_push_rr(out.get(), ldns_rr_clone(ldns_rr_list_rr(set.get(), i)));
+  }
+  return out;
+}
+
+Classified classify_records(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtype,
+                            const dns::Name& zone, bool forwarder, bool any_owner);
+
+}  // namespace
+
 Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtype,
                     const dns::Name& zone, bool forwarder, bool any_owner) {
+  Classified c = classify_records(reply, qname, qtype, zone, forwarder, any_owner);
+  // DNSSEC material rides along with what classify_records() picked (RFC 4035 §3.1):
+  // RRSIGs with their RRsets, and the NSEC/NSEC3 proof of a negative answer after its SOA.
+  for (auto& s : c.rrsets) append_sigs(s.get(), ldns_pkt_answer(reply));
+  bool negative = c.kind == Classified::nxdomain || c.kind == Classified::nodata;
+  if (negative || c.kind == Classified::answer || c.kind == Classified::cname)
+    c.denial = denial_records(ldns_pkt_authority(reply), zone, forwarder && any_owner);
+  if (c.soa) {
+    append_sigs(c.soa.get(), ldns_pkt_authority(reply));
+    if (negative && c.denial)
+      for (size_t i = 0; i < ldns_rr_list_rr_count(c.denial.get()); ++i)
+        ldns_rr_list_push_rr(c.soa.get(), ldns_rr_clone(ldns_rr_list_rr(c.denial.get(), i)));
+  }
+  return c;
+}
+
+namespace {
+
+Classified classify_records(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtype,
+                            const dns::Name& zone, bool forwarder, bool any_owner) {
   const bool all = forwarder && any_owner;  // every owner name in scope
   Classified c;
   c.rcode = ldns_pkt_get_rcode(reply);
@@ -225,5 +285,7 @@ Classified classify(const ldns_pkt* reply, const dns::Name& qname, uint16_t qtyp
   c.kind = Classified::lame;
   return c;
 }
+
+}  // namespace
 
 }  // namespace tern::control::resolver

@@ -51,6 +51,9 @@ struct Classified {
   dns::Name cut;
   dns::RrList ns;
   std::vector<dns::RrList> glue;
+  // NSEC/NSEC3 records of the authority section with their RRSIGs (also appended to `soa`
+  // for negative answers): the validator's denial and wildcard proofs.
+  dns::RrList denial;
   unsigned chain = 0;  // CNAME/DNAME steps inside this reply
   bool aa = false;
 };

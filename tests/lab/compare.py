@@ -20,10 +20,21 @@ for both resolvers), so wildcard cases always miss the cache. Flags:
   ad        a validating resolver must set AD (skipped with --no-dnssec)
   dnssec    the expected rcode holds for validating resolvers only (the case
             is skipped with --no-dnssec)
+  noad      a validating resolver must leave AD clear (insecure data)
+  cd        the query carries CD=1 (RFC 4035 3.2.2: the resolver must not
+            validate); with dnssec, the rcode holds for validating resolvers
+  do        the query carries DO=1 (answers include RRSIGs, compared too)
+  ede=N     the candidate's reply carries Extended DNS Error INFO-CODE N
+            (RFC 8914); checked only with --ede, on the candidate (or the
+            --expect-only resolver), never on the reference
   has=DATA  the answer holds a record of TYPE whose rdata, in presentation
             form, is DATA (e.g. has=198.18.2.1, has="10 mail.alpha.lab.")
 
-Queries carry RD and AD, EDNS0 with a 1232-byte buffer, DO clear. Every case
+In comparison mode without --no-dnssec, the AD bit of every case must be the
+same from both resolvers.
+
+Queries carry RD and AD, EDNS0 with a 1232-byte buffer, DO clear unless the
+case says `do`. Every case
 is sent over UDP; a truncated reply is retried over TCP, as a stub would.
 Exit status: 0 all cases pass, 1 any mismatch (a readable diff is printed),
 2 usage or file errors. Python 3 standard library only.
@@ -46,7 +57,7 @@ TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16,
          "AAAA": 28, "SRV": 33, "NAPTR": 35, "DNAME": 39, "OPT": 41, "DS": 43,
          "RRSIG": 46, "NSEC": 47, "DNSKEY": 48, "NSEC3": 50, "ANY": 255}
 TYPE_NAMES = {v: k for k, v in TYPES.items()}
-KNOWN_FLAGS = {"tc", "nodata", "slow", "ad", "dnssec"}
+KNOWN_FLAGS = {"tc", "nodata", "slow", "ad", "noad", "dnssec", "cd", "do"}
 EDNS_BUFSIZE = 1232
 
 
@@ -67,11 +78,13 @@ def encode_name(name):
     return bytes(out + b"\0")
 
 
-def build_query(qid, name, qtype):
+def build_query(qid, name, qtype, cd=False, do=False):
     flags = 0x0100 | 0x0020  # RD, AD (RFC 6840 5.7: ask for the AD bit)
+    if cd:
+        flags |= 0x0010
     header = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1)
     question = encode_name(name) + struct.pack("!HH", qtype, 1)
-    opt = b"\0" + struct.pack("!HHIH", TYPES["OPT"], EDNS_BUFSIZE, 0, 0)  # DO clear
+    opt = b"\0" + struct.pack("!HHIH", TYPES["OPT"], EDNS_BUFSIZE, 0x8000 if do else 0, 0)
     return header + question + opt
 
 
@@ -151,6 +164,7 @@ class Reply:
         self.tc = bool(flags & 0x0200)
         self.ad = bool(flags & 0x0020)
         self.rcode = flags & 0x000F
+        self.ede = None
         off = 12
         self.question = []
         for _ in range(qd):
@@ -178,6 +192,12 @@ class Reply:
             rtype, _cls, ttl, rdlen = struct.unpack("!HHIH", msg[o:o + 10])
             if rtype == TYPES["OPT"]:
                 self.rcode |= (ttl >> 24) << 4
+                p, end = o + 10, o + 10 + rdlen
+                while p + 4 <= end:  # options (RFC 6891 6.1.2); EDE is code 15 (RFC 8914)
+                    code, olen = struct.unpack("!HH", msg[p:p + 4])
+                    if code == 15 and olen >= 2 and self.ede is None:
+                        self.ede = struct.unpack("!H", msg[p + 4:p + 6])[0]
+                    p += 4 + olen
             off = o + 10 + rdlen
 
     @property
@@ -211,11 +231,11 @@ def check_reply(reply, qid, name, qtype):
     return reply.question == [(name.lower().rstrip(".") + ".", qtype)]
 
 
-def ask_udp(server, name, qtype, deadline, resend=2.0):
+def ask_udp(server, name, qtype, deadline, resend=2.0, cd=False, do=False):
     """UDP query, resent every `resend` s until deadline; returns a Reply."""
     family, addr = server
     qid = random.randrange(65536)
-    query = build_query(qid, name, qtype)
+    query = build_query(qid, name, qtype, cd, do)
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.connect(addr)
         while True:
@@ -236,10 +256,10 @@ def ask_udp(server, name, qtype, deadline, resend=2.0):
                                 "is the resolver running there?") from None
 
 
-def ask_tcp(server, name, qtype, deadline):
+def ask_tcp(server, name, qtype, deadline, cd=False, do=False):
     family, addr = server
     qid = random.randrange(65536)
-    query = build_query(qid, name, qtype)
+    query = build_query(qid, name, qtype, cd, do)
     timeout = max(0.1, deadline - time.monotonic())
     try:
         with socket.create_connection(addr, timeout=timeout) as s:
@@ -279,10 +299,12 @@ class Case:
         if rcode not in RCODE_BY_NAME:
             raise ValueError(f"unknown rcode {rcode!r} (known: {' '.join(RCODE_BY_NAME)})")
         self.qtype_name, self.qtype, self.rcode = qtype, TYPES[qtype], rcode
-        self.flags, self.has = set(), []
+        self.flags, self.has, self.ede = set(), [], None
         for w in words[3:]:
             if w.startswith("has="):
                 self.has.append(w[4:])
+            elif w.startswith("ede="):
+                self.ede = int(w[4:])
             elif w in KNOWN_FLAGS:
                 self.flags.add(w)
             else:
@@ -318,6 +340,7 @@ class Outcome:
         self.rcode = None
         self.ad = False
         self.answer = []
+        self.ede = None
         self.transport = "udp"
         self.problems = []  # check failures not expressible as a diff
 
@@ -326,23 +349,25 @@ def resolve(server, case, timeout):
     out = Outcome()
     deadline = time.monotonic() + timeout
     try:
-        reply = ask_udp(server, case.name, case.qtype, deadline)
+        cd, do = "cd" in case.flags, "do" in case.flags
+        reply = ask_udp(server, case.name, case.qtype, deadline, cd=cd, do=do)
         if "tc" in case.flags and not reply.tc:
             out.problems.append(f"UDP reply with a {EDNS_BUFSIZE}-byte buffer has no TC bit "
                                 f"({len(reply.answer)} answer records): the answer should not fit")
         if reply.tc:
             out.transport = "tcp"
-            reply = ask_tcp(server, case.name, case.qtype, time.monotonic() + timeout)
+            reply = ask_tcp(server, case.name, case.qtype, time.monotonic() + timeout, cd=cd, do=do)
             if reply.tc:
                 out.problems.append("TCP reply has the TC bit set")
     except (CaseError, OSError) as e:
         out.problems.append(str(e))
         return out
     out.rcode, out.ad, out.answer = reply.rcode_name, reply.ad, sorted(set(reply.answer))
+    out.ede = reply.ede
     return out
 
 
-def expectation_problems(case, out, dnssec):
+def expectation_problems(case, out, dnssec, check_ede=False):
     """Differences between one outcome and what the query set file says."""
     p = list(out.problems)
     if out.rcode is None:
@@ -360,6 +385,10 @@ def expectation_problems(case, out, dnssec):
             p.append(f"no {case.qtype_name} record with data {h!r} in the answer")
     if dnssec and "ad" in case.flags and not out.ad:
         p.append("AD bit clear: the answer should validate as secure")
+    if dnssec and "noad" in case.flags and out.ad:
+        p.append("AD bit set: the answer is insecure")
+    if dnssec and check_ede and case.ede is not None and out.ede != case.ede:
+        p.append(f"EDE {out.ede}, expected {case.ede}")
     if "tc" in case.flags and out.transport != "tcp":
         p.append("answer was not fetched over TCP")
     return p
@@ -369,12 +398,12 @@ def fmt_answer(answer):
     return ["      (empty)"] if not answer else [f"      {n} {t} {d}" for n, t, d in answer]
 
 
-def run_case(case, servers, timeout, dnssec):
+def run_case(case, servers, timeout, dnssec, ede=False):
     """Returns a list of report lines; empty when the case passes."""
     outs = [resolve(addr, case, timeout) for _, addr in servers]
     lines = []
     for (role, addr), out in zip(servers, outs):
-        for prob in expectation_problems(case, out, dnssec):
+        for prob in expectation_problems(case, out, dnssec, ede and role != "reference"):
             lines.append(f"  {role} {fmt_addr(addr)}: {prob}")
     if len(servers) == 2 and all(o.rcode is not None for o in outs):
         (r_role, _), (c_role, _) = servers
@@ -391,7 +420,7 @@ def run_case(case, servers, timeout, dnssec):
             lines += fmt_answer(only_cand)
             lines.append("    in both:")
             lines += fmt_answer(sorted(set(ref.answer) & set(cand.answer)))
-        if dnssec and "ad" in case.flags and ref.ad != cand.ad:
+        if dnssec and ref.ad != cand.ad:
             lines.append(f"  AD bit differs: {r_role} {int(ref.ad)}, {c_role} {int(cand.ad)}")
     return lines
 
@@ -411,6 +440,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=8, help="cases in flight at once (default 8)")
     ap.add_argument("--no-dnssec", action="store_true",
                     help="the resolver does not validate: skip 'dnssec' cases, ignore 'ad'")
+    ap.add_argument("--ede", action="store_true",
+                    help="check the cases' ede=N expectations (candidate or --expect-only only)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every case")
     args = ap.parse_args()
 
@@ -437,7 +468,7 @@ def main():
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(lambda c: run_case(c, servers, args.timeout, dnssec), todo))
+        results = list(pool.map(lambda c: run_case(c, servers, args.timeout, dnssec, args.ede), todo))
     failed = 0
     for case, lines in zip(todo, results):
         if lines:

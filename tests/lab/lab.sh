@@ -34,12 +34,23 @@ declare -A SRV_V4=([root]=198.18.1.1 [lab]=198.18.1.2 [zz]=198.18.1.3
   [alpha]=198.18.1.10 [beta]=198.18.1.11 [dead]=198.18.1.20 [slow]=198.18.1.21)
 declare -A SRV_V6=([root]=2001:2::1:1 [lab]=2001:2::1:2 [zz]=2001:2::1:3
   [alpha]=2001:2::1:10 [beta]=2001:2::1:11)
-declare -A SRV_ZONES=([root]=. [lab]=lab. [zz]=zz. [alpha]="alpha.lab. bogus.lab."
+declare -A SRV_ZONES=([root]=. [lab]=lab. [zz]=zz.
+  [alpha]="alpha.lab. bogus.lab. nsec3.lab. nokey.lab. unsupalg.lab. expired.lab. nosig.lab. unsigned.lab."
   [beta]="beta.zz. partlame.zz. v6only.zz." [dead]="" [slow]=slow.zz.)
-SIGNED_ZONES=(alpha.lab. bogus.lab. lab. .)   # children before parents
-declare -A PARENT=([alpha.lab.]=lab. [bogus.lab.]=lab. [lab.]=.)
+# Signed by knotd at load (children before parents); NSEC3_ZONES use NSEC3 (RFC 5155).
+SIGNED_ZONES=(alpha.lab. bogus.lab. nsec3.lab. nokey.lab. unsupalg.lab. lab. .)
+NSEC3_ZONES=(nsec3.lab.)
+# Signed offline by this script with ldns-signzone and served as they are: knotd would
+# re-sign them. expired.lab.'s signatures expired in 2020; nosig.lab. lacks one RRSIG.
+OFFLINE_ZONES=(expired.lab. nosig.lab.)
+declare -A PARENT=([alpha.lab.]=lab. [bogus.lab.]=lab. [nsec3.lab.]=lab. [nokey.lab.]=lab.
+  [unsupalg.lab.]=lab. [expired.lab.]=lab. [nosig.lab.]=lab. [lab.]=.)
 # bogus.lab.'s DS is published with a corrupted digest (broken chain of trust).
 BOGUS_ZONE=bogus.lab.
+# nokey.lab.'s DS names a key the zone never publishes (DNSKEY missing).
+NOKEY_ZONE=nokey.lab.
+# unsupalg.lab.'s DS says algorithm 200, which no validator implements (insecure).
+UNSUPALG_ZONE=unsupalg.lab.
 SLOW_DELAY=0.8       # seconds the slow server holds each query
 WAIT_SECS=20         # how long start waits for a server before giving up
 
@@ -207,6 +218,13 @@ policy:
     algorithm: ecdsap256sha256
     single-type-signing: on
     manual: on
+  - id: lab-nsec3
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    manual: on
+    nsec3: on
+    nsec3-iterations: 0
+    nsec3-salt-length: 0
 template:
   - id: default
     storage: "$d/zones"
@@ -221,8 +239,15 @@ EOF
       echo "    file: \"$(zone_file "$z")\""
       if [[ " ${SIGNED_ZONES[*]} " == *" $z "* ]]; then
         echo "    dnssec-signing: on"
-        echo "    dnssec-policy: lab"
+        if [[ " ${NSEC3_ZONES[*]} " == *" $z "* ]]; then
+          echo "    dnssec-policy: lab-nsec3"
+        else
+          echo "    dnssec-policy: lab"
+        fi
       fi
+      # served as signed offline: no checks that would refuse expired signatures
+      [[ " ${OFFLINE_ZONES[*]} " == *" $z "* ]] && echo "    semantic-checks: off"
+      true
     done
   } >"$d/knot.conf"
 }
@@ -245,6 +270,32 @@ insert_ds() {
   mv "$tmp" "$parent_file"
 }
 
+# Signs zone Z's file in place with a fresh ECDSA P-256 key (ldns-signzone, NSEC) and
+# puts its DS into the parent's file. expired.lab.: signatures valid only in January 2020.
+# nosig.lab.: the RRSIG over www A is removed afterwards.
+sign_offline() {
+  local z=$1 s f d k ds pf
+  s=$(zone_server "$z")
+  f="$(srv_dir "$s")/zones/$(zone_file "$z")"
+  d=$(mktemp -d "$LAB_RUN/offline.XXXX")
+  k=$(cd "$d" && ldns-keygen -a ECDSAP256SHA256 -k "$z") || die "ldns-keygen failed for $z"
+  if [[ $z == expired.lab. ]]; then
+    ldns-signzone -i 20200101000000 -e 20200201000000 -f "$f.signed" "$f" "$d/$k" ||
+      die "ldns-signzone failed for $z"
+  else
+    ldns-signzone -f "$f.signed" "$f" "$d/$k" || die "ldns-signzone failed for $z"
+  fi
+  if [[ $z == nosig.lab. ]]; then
+    awk '!($1 == "www.nosig.lab." && $4 == "RRSIG" && $5 == "A")' "$f.signed" >"$f"
+    rm -f "$f.signed"
+  else
+    mv "$f.signed" "$f"
+  fi
+  ds=$(ldns-key2ds -n -2 "$d/$k.key") || die "ldns-key2ds failed for $z"
+  pf="$(srv_dir "$(zone_server "${PARENT[$z]}")")/zones/$(zone_file "${PARENT[$z]}")"
+  insert_ds "$pf" "$z" "$ds"
+}
+
 build_zones() {
   local s z f
   for s in "${SERVERS[@]}"; do
@@ -263,6 +314,15 @@ build_zones() {
       ksk=yes zsk=yes >/dev/null || die "keymgr could not generate a key for $z"
     ds=$(zone_ds "$z")
     [[ -n $ds ]] || die "keymgr produced no DS for $z"
+    if [[ $z == "$NOKEY_ZONE" ]]; then
+      # the DS of a key that is generated here and thrown away
+      ds=$(cd "$(mktemp -d "$LAB_RUN/nokey.XXXX")" &&
+        ldns-key2ds -n -2 "$(ldns-keygen -a ECDSAP256SHA256 -k "$z").key") ||
+        die "ldns-keygen/ldns-key2ds failed for $z"
+    fi
+    if [[ $z == "$UNSUPALG_ZONE" ]]; then
+      ds=$(awk '{ $4 = 200; print }' <<<"$ds")  # owner DS tag ALG digest-type digest
+    fi
     if [[ $z == "$BOGUS_ZONE" ]]; then
       # flip the last digest digit: the key tag still matches, the digest does not
       ds=$(awk '{ d = $NF; l = substr(d, length(d)); r = (l == "0") ? "1" : "0";
@@ -273,6 +333,7 @@ build_zones() {
       insert_ds "$pf" "$z" "$ds"
     fi
   done
+  for z in "${OFFLINE_ZONES[@]}"; do sign_offline "$z"; done
   # Trust anchor for validating resolvers: the root key's DS.
   zone_ds . | sed 's/ DS / IN DS /' >"$LAB_RUN/root.ds"
   cat >"$LAB_RUN/root.hints" <<EOF
