@@ -738,11 +738,14 @@ unsigned resolve_threads(unsigned configured) {
 
 }  // namespace
 
-Server::Server(EventLoop& loop) : loop_(loop), shared_(std::make_shared<resolver::Shared>()) {
+Server::Server(EventLoop& loop)
+    : loop_(loop),
+      shared_(std::make_shared<resolver::Shared>()),
+      nsecs_(std::make_shared<resolver::NsecStore>()) {
   auto w = std::make_unique<Worker>();
   w->loop = &loop;
   w->resolver = std::make_unique<resolver::Resolver>(loop, shared_);
-  w->validator = std::make_unique<resolver::Validator>(loop, *w->resolver);
+  w->validator = std::make_unique<resolver::Validator>(loop, *w->resolver, nsecs_);
   w->frontend = std::make_unique<Frontend>(loop, *w->resolver, *w->validator);
   workers_.push_back(std::move(w));
 }
@@ -777,7 +780,7 @@ void Server::start_workers(unsigned n) {
     w->own_loop = std::make_unique<EventLoop>();
     w->loop = w->own_loop.get();
     w->resolver = std::make_unique<resolver::Resolver>(*w->loop, shared_);
-    w->validator = std::make_unique<resolver::Validator>(*w->loop, *w->resolver);
+    w->validator = std::make_unique<resolver::Validator>(*w->loop, *w->resolver, nsecs_);
     w->frontend = std::make_unique<Frontend>(*w->loop, *w->resolver, *w->validator);
     EventLoop* loop = w->loop;
     w->thread = std::thread([loop] { loop->run(); });

@@ -27,7 +27,7 @@
 
 namespace tern::control {
 
-namespace resolver { class Resolver; class Validator; struct Shared; }
+namespace resolver { class Resolver; class Validator; struct Shared; struct NsecStore; }
 class Frontend;  // listeners, TCP connections, client limits (server.cc)
 struct Worker;   // one event loop: its Frontend and Resolver (server.cc)
 
@@ -76,6 +76,7 @@ class Server {  // owns listeners + resolver; lives on the loop thread
 
   EventLoop& loop_;
   std::shared_ptr<resolver::Shared> shared_;
+  std::shared_ptr<resolver::NsecStore> nsecs_;  // RFC 8198: one store for every loop's validator
   std::vector<std::unique_ptr<Worker>> workers_;
   bool started_ = false;
 };

@@ -450,7 +450,8 @@ const ldns_rr_list* find_set(const Answer& a, const dns::Name& owner, uint16_t t
 
 }  // namespace
 
-Validator::Validator(EventLoop& loop, Resolver& r) : loop_(loop), res_(r) {}
+Validator::Validator(EventLoop& loop, Resolver& r, std::shared_ptr<NsecStore> nsecs)
+    : loop_(loop), res_(r), nsec_(nsecs ? std::move(nsecs) : std::make_shared<NsecStore>()) {}
 Validator::~Validator() {
   *alive_ = false;
   if (refresh_timer_) loop_.cancel(refresh_timer_);
@@ -475,10 +476,7 @@ void Validator::configure(DnssecConfig c) {
     same = ldns_rr_list_compare(c.anchors.all()[i].rrs.get(), cfg_.anchors.all()[i].rrs.get()) == 0;
   if (!same || c.enabled != cfg_.enabled || c.nsec3_max_iterations != cfg_.nsec3_max_iterations)
     zones_.clear();
-  if (!same || !c.enabled) {
-    nsecs_.clear();
-    nsec_count_ = 0;
-  }
+  if (!same || !c.enabled) nsec_->clear();
   cfg_ = std::move(c);
   if (refresh_timer_) loop_.cancel(refresh_timer_);
   refresh_timer_ = 0;
@@ -497,8 +495,7 @@ bool Validator::nta_add(const dns::Name& n) {
   for (auto& z : runtime_nta_)
     if (z.equals(n)) return false;
   runtime_nta_.push_back(n);
-  nsecs_.clear();  // no proof below an NTA may be used any more
-  nsec_count_ = 0;
+  nsec_->clear();  // no proof below an NTA may be used any more
   return true;
 }
 
@@ -886,8 +883,9 @@ void Validator::remember_nsecs(const dns::Name& zone, const ldns_rr_list* proof)
   if (ldns_rr_list_rr_count(soa.get()) == 0 ||
       !dns::owner(ldns_rr_list_rr(soa.get(), 0)).equals(zone))
     return;  // without the zone's SOA no negative answer can be built from these
+  std::lock_guard g(nsec_->mu);
   {
-    NsecZone& z = nsecs_[zone.key()];
+    NsecStore::Zone& z = nsec_->zones[zone.key()];
     z.zone = zone;
     z.soa.expire_ms = now + uint64_t(std::max<uint32_t>(ldns_rr_ttl(ldns_rr_list_rr(soa.get(), 0)), 1)) * 1000;
     z.soa.rrs = std::move(soa);
@@ -897,13 +895,13 @@ void Validator::remember_nsecs(const dns::Name& zone, const ldns_rr_list* proof)
     if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_NSEC) continue;
     dns::Name owner = dns::owner(rr);
     if (!owner.under(zone)) continue;
-    if (nsec_count_ >= kMaxNsecs) {  // bounded: start over rather than grow
-      nsecs_.clear();
-      nsec_count_ = 0;
+    if (nsec_->count >= kMaxNsecs) {  // bounded: start over rather than grow
+      nsec_->zones.clear();
+      nsec_->count = 0;
     }
-    NsecZone& z = nsecs_[zone.key()];
+    NsecStore::Zone& z = nsec_->zones[zone.key()];
     z.zone = zone;
-    NsecRec rec;
+    NsecStore::Rec rec;
     rec.rrs.reset(ldns_rr_list_new());
     ldns_rr_list_push_rr(rec.rrs.get(), ldns_rr_clone(rr));
     for (size_t j = 0; j < ldns_rr_list_rr_count(proof); ++j) {
@@ -915,16 +913,17 @@ void Validator::remember_nsecs(const dns::Name& zone, const ldns_rr_list* proof)
     rec.expire_ms = now + uint64_t(std::max<uint32_t>(ldns_rr_ttl(rr), 1)) * 1000;
     auto [it, added] = z.by_owner.insert_or_assign(canonical_key(owner), std::move(rec));
     (void)it;
-    nsec_count_ += added;
+    nsec_->count += added;
   }
 }
 
 bool Validator::aggressive(const Question& q, Answer& out) {
-  if (nsecs_.empty()) return false;
+  std::lock_guard g(nsec_->mu);
+  if (nsec_->zones.empty()) return false;
   // The deepest zone with remembered NSECs that holds the name.
-  NsecZone* z = nullptr;
+  NsecStore::Zone* z = nullptr;
   for (dns::Name n = q.name;; n = n.parent()) {
-    if (auto it = nsecs_.find(n.key()); it != nsecs_.end()) {
+    if (auto it = nsec_->zones.find(n.key()); it != nsec_->zones.end()) {
       z = &it->second;
       break;
     }
@@ -938,7 +937,7 @@ bool Validator::aggressive(const Question& q, Answer& out) {
     if (it == z->by_owner.begin()) return nullptr;
     --it;
     if (it->second.expire_ms <= now) {
-      --nsec_count_;
+      --nsec_->count;
       z->by_owner.erase(it);
       return nullptr;
     }

@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -122,10 +123,38 @@ struct ValidatorStats {
 #undef X
 };
 
+// RFC 8198 aggressive use of NSEC: every NSEC that took part in a secure denial, per
+// zone, in canonical order (RFC 4034 §6.1), until its TTL ends. A miss whose name one
+// of them covers (and whose wildcard another covers) is answered NXDOMAIN from here,
+// a name one of them matches without the type NODATA, with no upstream query. One store
+// serves every event loop (a client's next query may land on another loop), behind its
+// own mutex; what leaves it is cloned under the lock.
+struct NsecStore {
+  struct Rec {
+    dns::RrList rrs;  // the NSEC and its RRSIGs, TTLs as received
+    uint64_t expire_ms = 0;
+  };
+  struct Zone {
+    dns::Name zone;
+    std::map<std::string, Rec> by_owner;  // canonical key -> record
+    Rec soa;  // the zone's SOA and RRSIGs from the same validated proofs
+  };
+  mutable std::mutex mu;
+  std::unordered_map<std::string, Zone> zones;  // zone key -> its NSECs
+  size_t count = 0;
+  void clear() {
+    std::lock_guard g(mu);
+    zones.clear();
+    count = 0;
+  }
+};
+
 class Validator {
  public:
   using Done = std::function<void(Answer&)>;
-  Validator(EventLoop& loop, Resolver& r);
+  // `nsecs`: the aggressive-NSEC store shared with the other loops' validators (a new one
+  // when null).
+  Validator(EventLoop& loop, Resolver& r, std::shared_ptr<NsecStore> nsecs = nullptr);
   ~Validator();
 
   // Keeps runtime NTAs; forgets the memoised keys when the anchors changed.
@@ -147,7 +176,10 @@ class Validator {
 
   const ValidatorStats& stats() const { return stats_; }
   size_t zones_memoised() const { return zones_.size(); }
-  size_t nsecs_current() const { return nsec_count_; }
+  size_t nsecs_current() const {
+    std::lock_guard g(nsec_->mu);
+    return nsec_->count;
+  }
   size_t trust_anchors() const { return cfg_.enabled ? cfg_.anchors.all().size() : 0; }
 
  private:
@@ -177,21 +209,7 @@ class Validator {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   EventLoop::TimerId refresh_timer_ = 0;
 
-  // RFC 8198 aggressive use of NSEC: every NSEC that took part in a secure denial, per
-  // zone, in canonical order (RFC 4034 §6.1), until its TTL ends. A miss whose name one
-  // of them covers (and whose wildcard another covers) is answered NXDOMAIN from here,
-  // a name one of them matches without the type NODATA, with no upstream query.
-  struct NsecRec {
-    dns::RrList rrs;  // the NSEC and its RRSIGs, TTLs as received
-    uint64_t expire_ms = 0;
-  };
-  struct NsecZone {
-    dns::Name zone;
-    std::map<std::string, NsecRec> by_owner;  // canonical key -> record
-    NsecRec soa;  // the zone's SOA and RRSIGs from the same validated proofs
-  };
-  std::unordered_map<std::string, NsecZone> nsecs_;  // zone key -> its NSECs
-  size_t nsec_count_ = 0;
+  std::shared_ptr<NsecStore> nsec_;  // shared by every loop's Validator
   static constexpr size_t kMaxNsecs = 100000;
   void remember_nsecs(const dns::Name& zone, const ldns_rr_list* proof);
   bool aggressive(const Question& q, Answer& out);
