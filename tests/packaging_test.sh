@@ -105,7 +105,7 @@ awk '/^## \[/ { gsub(/[][#]/, ""); sec = $1 } /^\| `[a-z0-9-]+` \|/ && sec != ""
        n = $2; gsub(/`/, "", n); print sec "." n }
      /^## [A-Z]/ { sec = "" }' "$tmp/options.md" | sort >"$tmp/table.keys"
 awk '/^\[[a-z]+\]/ { sec = substr($1, 2, length($1) - 2); next }
-     /^#? ?[a-z0-9-]+ = / { line = $0; sub(/^# ?/, "", line); split(line, kv, " ");
+     /^#? ?[a-z0-9-]+ =( |$)/ { line = $0; sub(/^# ?/, "", line); split(line, kv, " ");
        print sec "." kv[1] }' "$shipped" | sort -u >"$tmp/conf.keys"
 if [[ -s $tmp/table.keys ]] && diff -u "$tmp/table.keys" "$tmp/conf.keys" >"$tmp/keys.diff"; then
   pass "shipped tern.conf lists all $(wc -l <"$tmp/table.keys") options of the table"
