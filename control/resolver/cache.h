@@ -88,26 +88,20 @@ struct LabelIndex {
   }
 };
 
-// One shard: single-threaded; Cache holds its mutex around every call.
+// One shard: single-threaded; Cache holds its mutex around every call. The methods mean what
+// Cache's of the same name say (below); here they hand out the stored entry itself.
 class CacheShard {
  public:
   CacheShard(const CacheLimits& l, LabelIndex* dnames, LabelIndex* nxdomains)
       : limits_(l), dnames_(dnames), nxdomains_(nxdomains) { size_filter(); }
-  void set_limits(const CacheLimits& l);  // evicts down to the new size at once
+  void set_limits(const CacheLimits& l);
 
-  // Stores a clone of one RRset; TTL floor/cap applied. Returns false when refused
-  // (lower trust than a fresh entry, or empty).
-  // The list holds the RRset's records first, then the RRSIGs that cover it.
   bool put_rrset(const ldns_rr_list* rrset, Trust trust, uint64_t now_ms,
                  const ldns_rr_list* proof = nullptr);
-  // NXDOMAIN for `name` (type ignored) or NODATA for (name, type), with the zone's SOA
-  // RRset; not cached without an SOA (RFC 2308 §5).
   void put_negative(const dns::Name& name, uint16_t type, EntryKind kind,
                     const ldns_rr_list* soa, uint64_t now_ms);
   void put_servfail(const dns::Name& name, uint16_t type, uint64_t now_ms);
-
-  // Fresh entry, or with allow_stale an expired one within stale_window. nullptr if none.
-  // Bumps LRU and hit count.
+  // nullptr if none.
   CacheEntry* get(const dns::Name& name, uint16_t type, EntryKind kind, uint64_t now_ms,
                   bool allow_stale = false);
   // The entry as stored, fresh or not, without touching LRU order or hit counts.
