@@ -44,11 +44,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { echo "ok   - $*"; }
-bad() { echo "FAIL - $*"; fails=$((fails + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-inns() { ip netns exec "$NS" "$@"; }
-counter() { "$TERNCTL" -s "$work/control.sock" stats 2>/dev/null | awk -v k="$1" '$1 == k { print $2 }'; }
+# shellcheck source=lib/checks.sh
+. "$HERE/lib/checks.sh"  # ok, bad, check, inns, counter
 
 if ! "$LAB" status >/dev/null 2>&1; then
   "$LAB" start

@@ -44,12 +44,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { echo "ok   - $*"; }
-bad() { echo "FAIL - $*"; fails=$((fails + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-inns() { ip netns exec "$NS" "$@"; }
+# shellcheck source=lib/checks.sh
+. "$HERE/lib/checks.sh"  # ok, bad, check, inns, counter
 dig4() { inns kdig @"$V4" +timeout=6 +retry=0 "$@" 2>&1; }
-counter() { "$TERNCTL" -s "$work/control.sock" stats 2>/dev/null | awk -v k="$1" '$1 == k { print $2 }'; }
 
 # ---------------------------------------------------------------- lab ----
 if ! "$LAB" status >/dev/null 2>&1; then

@@ -33,8 +33,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-ok() { echo "ok   - $*"; }
-bad() { echo "FAIL - $*"; fails=$((fails + 1)); }
+# shellcheck source=lib/checks.sh
+. "$HERE/lib/checks.sh"  # ok, bad, check, inns, counter
 
 "$LAB" stop >/dev/null 2>&1 || true  # this prefix is ours alone: start from scratch
 "$LAB" start >/dev/null
